@@ -1,0 +1,40 @@
+# Two entry points (see README): `make demo` and `make test`. Each sets up .venv first.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+CORES ?= all
+
+.PHONY: demo test lint lock clean-results
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall when the lock files or the package metadata change.
+$(VENV)/.installed: requirements/lock.txt requirements/dev-lock.txt pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/lock.txt -r requirements/dev-lock.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+## demo: set up, then run the whole workflow on the built-in simulated data
+demo: $(VENV)/.installed
+	$(BIN)/snakemake --cores $(CORES) all
+	@echo
+	@echo "Report: $(CURDIR)/results/report/index.html"
+
+## test: set up, then run the test suite
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest -n 2 --timeout 1200 tests
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check src tests workflow benchmarks
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/snakemake --lint --cores 1
+
+## lock: re-resolve requirements/*.in into the pinned lock files
+lock:
+	$(PYTHON) -m pip install --quiet uv
+	$(PYTHON) -m uv pip compile --python-version 3.11 requirements/main.in -o requirements/lock.txt
+	$(PYTHON) -m uv pip compile --python-version 3.11 requirements/dev.in -o requirements/dev-lock.txt
+
+clean-results:
+	rm -rf results .snakemake

@@ -1,0 +1,230 @@
+"""Configuration and sample sheet: loading and validation.
+
+Both are validated before any job runs, and every problem is reported in one message
+that names the file, the line and the column at fault.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pandas as pd
+import yaml
+
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+
+SAMPLE_COLUMNS = ["sample", "path", "donor", "condition", "focus", "session", "fps", "um_per_px"]
+OPTIONAL_SAMPLE_COLUMNS = ["geometry", "mode", "truth"]
+NUMERIC_SAMPLE_COLUMNS = ["fps", "um_per_px"]
+
+
+class ConfigError(ValueError):
+    """A configuration or sample sheet is invalid; the message lists every problem."""
+
+
+def load_schema(name: str) -> dict:
+    """Load one of the packaged JSON schemas (``config`` or ``samples``)."""
+    with open(SCHEMA_DIR / f"{name}.schema.yaml", encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def _extend_with_defaults(validator_class):
+    """A validator that fills in ``default`` values while it validates (jsonschema FAQ)."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema and name not in instance:
+                    instance[name] = copy.deepcopy(subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_DefaultFillingValidator = _extend_with_defaults(jsonschema.Draft202012Validator)
+
+
+def _error_location(error: jsonschema.ValidationError) -> str:
+    return "/".join(str(part) for part in error.absolute_path) or "(top level)"
+
+
+def validate_config(config: Mapping[str, Any] | None, source: str = "config") -> dict:
+    """Validate a configuration mapping, fill in defaults and return the completed copy.
+
+    Raises
+    ------
+    ConfigError
+        Listing every schema violation and every cross-key inconsistency.
+    """
+    completed = copy.deepcopy(dict(config or {}))
+    schema = load_schema("config")
+    validator = _DefaultFillingValidator(schema)
+    # Two passes: the first fills nested defaults ({} -> full section), the second
+    # validates the filled-in values themselves.
+    list(validator.iter_errors(completed))
+    problems = [
+        f"{source}: {_error_location(err)}: {err.message}"
+        for err in sorted(validator.iter_errors(completed), key=lambda e: list(e.absolute_path))
+    ]
+    if not problems:
+        problems.extend(_cross_check_config(completed, source))
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    return completed
+
+
+def _cross_check_config(config: dict, source: str) -> list[str]:
+    problems = []
+    known = set(config["conditions"])
+    names = [task["name"] for task in config["tasks"]]
+    for duplicate in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"{source}: tasks: task name {duplicate!r} is used more than once")
+    for index, task in enumerate(config["tasks"]):
+        for side in ("negative", "positive"):
+            for condition in task[side]:
+                if condition not in known:
+                    problems.append(
+                        f"{source}: tasks/{index}/{side}: condition {condition!r} of task "
+                        f"{task['name']!r} is not in conditions {sorted(known)}"
+                    )
+        overlap = set(task["negative"]) & set(task["positive"])
+        if overlap:
+            problems.append(
+                f"{source}: tasks/{index}: conditions {sorted(overlap)} are on both sides "
+                f"of task {task['name']!r}"
+            )
+    split = config["split"]
+    total = split["train"] + split["validation"] + split["test"]
+    if split["cv_folds"] == 0 and not math.isclose(total, 1.0, abs_tol=1e-6):
+        problems.append(
+            f"{source}: split: train + validation + test must add up to 1, not {total:g}"
+        )
+    if config["clips"]["frame_stop"] <= config["clips"]["frame_start"]:
+        problems.append(f"{source}: clips: frame_stop must be greater than frame_start")
+    return problems
+
+
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> dict:
+    """Read a YAML config (or none: all defaults), apply overrides, validate."""
+    raw: dict = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                raw = yaml.safe_load(handle) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
+    if overrides:
+        raw = _deep_merge(raw, overrides)
+    return validate_config(raw, source=source)
+
+
+def _deep_merge(base: Mapping, update: Mapping) -> dict:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _as_number(text: str) -> float | str:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return text
+
+
+def load_sample_sheet(
+    path: str | Path,
+    conditions: list[str] | None = None,
+    check_files: bool = True,
+) -> pd.DataFrame:
+    """Read and validate a sample sheet; return it with ``path`` made absolute.
+
+    Every problem is collected and reported at once as ``file line N, column C: ...``
+    (line numbers count the header as line 1, as an editor shows them).
+    """
+    path = Path(path)
+    try:
+        sheet = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, comment=None)
+    except FileNotFoundError:
+        raise ConfigError(f"sample sheet not found: {path}") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read as a tab-separated table: {exc}") from None
+
+    problems: list[str] = []
+    missing = [column for column in SAMPLE_COLUMNS if column not in sheet.columns]
+    if missing:
+        raise ConfigError(
+            f"{path}: missing column(s) {', '.join(missing)}; the sheet needs "
+            f"{', '.join(SAMPLE_COLUMNS)} (tab-separated, one header line)"
+        )
+    if sheet.empty:
+        raise ConfigError(f"{path}: the sample sheet has no rows")
+
+    schema = load_schema("samples")
+    validator = jsonschema.Draft202012Validator(schema)
+    base = path.resolve().parent
+    known = set(conditions) if conditions is not None else None
+    seen: dict[str, int] = {}
+    for index, row in sheet.iterrows():
+        line = int(index) + 2
+        record = {
+            key: (_as_number(value) if key in NUMERIC_SAMPLE_COLUMNS else value)
+            for key, value in row.items()
+            if not (key in OPTIONAL_SAMPLE_COLUMNS and value == "")
+        }
+        for error in validator.iter_errors(record):
+            column = error.absolute_path[0] if error.absolute_path else "?"
+            value = record.get(column, "")
+            problems.append(f"{path} line {line}, column {column}: {value!r}: {error.message}")
+        sample = row["sample"]
+        if sample in seen:
+            problems.append(
+                f"{path} line {line}, column sample: {sample!r} is already used on line "
+                f"{seen[sample]}; sample IDs must be unique"
+            )
+        else:
+            seen[sample] = line
+        if known is not None and row["condition"] not in known:
+            problems.append(
+                f"{path} line {line}, column condition: {row['condition']!r} is not a known "
+                f"condition ({', '.join(sorted(known))}); add it to the config's `conditions`"
+            )
+        for column in ("path", "truth"):
+            if column not in sheet.columns or row[column] == "":
+                continue
+            resolved = (base / row[column]).resolve()
+            if check_files and not resolved.exists():
+                problems.append(f"{path} line {line}, column {column}: file not found: {resolved}")
+    if problems:
+        raise ConfigError(
+            f"invalid sample sheet ({len(problems)} problem(s)):\n  " + "\n  ".join(problems)
+        )
+
+    sheet = sheet.copy()
+    sheet["path"] = [str((base / p).resolve()) for p in sheet["path"]]
+    if "truth" in sheet.columns:
+        sheet["truth"] = [str((base / p).resolve()) if p else "" for p in sheet["truth"]]
+    for column in NUMERIC_SAMPLE_COLUMNS:
+        sheet[column] = sheet[column].astype(float)
+    return sheet.set_index("sample", drop=False)
+
+
+def write_sample_sheet(sheet: pd.DataFrame, path: str | Path) -> None:
+    """Write a sample sheet as TSV (paths are written as given)."""
+    columns = SAMPLE_COLUMNS + [c for c in OPTIONAL_SAMPLE_COLUMNS if c in sheet.columns]
+    sheet.loc[:, columns].to_csv(path, sep="\t", index=False)

@@ -1,0 +1,1 @@
+"""Input and output helpers: video readers and atomic file writes."""

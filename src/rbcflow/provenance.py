@@ -1,0 +1,86 @@
+"""Provenance: what produced an output (code version, packages, inputs, machine)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import importlib.metadata
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+from rbcflow import __version__
+
+_KEY_PACKAGES = (
+    "numpy", "scipy", "pandas", "opencv-python-headless", "scikit-image", "scikit-learn",
+    "h5py", "tensorflow-cpu", "tensorflow", "keras", "snakemake", "dvc", "motmetrics",
+)
+
+
+def sha256_file(path: str | Path, chunk_bytes: int = 1 << 22) -> str:
+    """SHA-256 of a file, read in chunks (recordings can be many GB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk_bytes):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def git_revision(repo: str | Path | None = None) -> str | None:
+    """The commit of the working tree (with ``-dirty`` when it has changes), or None."""
+    cwd = Path(repo) if repo else Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
+            cwd=cwd, capture_output=True, text=True, timeout=10, check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages whose behaviour shapes the results."""
+    versions = {"rbcflow": __version__, "python": platform.python_version()}
+    for name in _KEY_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def hardware() -> dict[str, object]:
+    """CPU and (when TensorFlow sees one) GPU description."""
+    info: dict[str, object] = {
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "system": f"{platform.system()} {platform.release()}",
+    }
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    info["processor"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return info
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
+
+
+def provenance_record(**extra: object) -> dict[str, object]:
+    """A provenance dictionary for an output file's attributes or a JSON sidecar."""
+    record: dict[str, object] = {
+        "rbcflow_version": __version__,
+        "git_revision": git_revision(),
+        "created": utc_now(),
+        "packages": package_versions(),
+    }
+    record.update(extra)
+    return record
