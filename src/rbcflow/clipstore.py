@@ -148,7 +148,9 @@ def verify_clip_file(path: str | Path) -> list[str]:
                 return [f"{path}: no 'clips' dataset"]
             clips = h5["clips"]
             if clips.ndim != 4 or clips.dtype != np.uint8:
-                problems.append(f"{path}: clips are {clips.dtype} {clips.shape}, not uint8 (N,T,H,W)")
+                problems.append(
+                    f"{path}: clips are {clips.dtype} {clips.shape}, not uint8 (N, T, H, W)"
+                )
             n = clips.shape[0]
             for name, dataset in h5.get("table", {}).items():
                 if dataset.shape != (n,):

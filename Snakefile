@@ -1,0 +1,24 @@
+# rbcflow: raw microflow video -> per-cell clips -> one classifier per task -> Table 1.
+# All logic lives in the rbcflow package; rules are thin. See docs/architecture.md.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/simulate.smk"
+include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/model.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        rules.render_report.output,

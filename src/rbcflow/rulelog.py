@@ -1,0 +1,37 @@
+"""Logging for the Snakemake rule scripts: everything a job says goes to its log file."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def rule_logging(log_path: str | Path, name: str = "rbcflow") -> Iterator[logging.Logger]:
+    """Send logging, stderr (progress bars) and any traceback to ``log_path``.
+
+    Snakemake prints the log of a failed job, so the traceback written here is what the
+    user sees; the exception is re-raised so the job still fails.
+    """
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w", encoding="utf-8", buffering=1) as handle:
+        logging.basicConfig(
+            level=logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            handlers=[logging.StreamHandler(handle)],
+            force=True,
+        )
+        logger = logging.getLogger(name)
+        old_stderr = sys.stderr
+        sys.stderr = handle
+        try:
+            yield logger
+        except BaseException:
+            logger.exception("job failed")
+            raise
+        finally:
+            sys.stderr = old_stderr

@@ -1,0 +1,97 @@
+# Per task: donor-grouped split, training, evaluation (ablations included).
+
+ABLATIONS = config["evaluate"]["ablations"]
+
+
+rule split_task:
+    input:
+        clips=task_clip_files,
+    output:
+        split=f"{RESULTS}/splits/{{task}}.tsv",
+        audit=f"{RESULTS}/splits/{{task}}_audit.json",
+    log:
+        f"{RESULTS}/logs/split_task/{{task}}.log",
+    conda:
+        "../../envs/rbcflow.yaml"
+    threads: 1
+    params:
+        task=lambda wildcards: TASKS[wildcards.task],
+        split=config["split"],
+        seed=config["seed"],
+    script:
+        "../scripts/split_task.py"
+
+
+rule train_model:
+    input:
+        split=rules.split_task.output.split,
+        clips=task_clip_files,
+    output:
+        model=f"{RESULTS}/models/{{task}}/model.keras",
+        history=f"{RESULTS}/models/{{task}}/history.csv",
+    log:
+        f"{RESULTS}/logs/train_model/{{task}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train_model/{{task}}.tsv"
+    conda:
+        "../../envs/rbcflow.yaml"
+    threads: 2
+    resources:
+        mem_mb=6000,
+    params:
+        train=config["train"],
+        seed=config["seed"],
+    script:
+        "../scripts/train_model.py"
+
+
+# The single-frame baseline of the ablation table: the image-only approach the seed
+# papers improved on, trained on the same split.
+rule train_baseline:
+    input:
+        split=rules.split_task.output.split,
+        clips=task_clip_files,
+    output:
+        model=f"{RESULTS}/models/{{task}}/baseline_frame/model.keras",
+        history=f"{RESULTS}/models/{{task}}/baseline_frame/history.csv",
+    log:
+        f"{RESULTS}/logs/train_baseline/{{task}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train_baseline/{{task}}.tsv"
+    conda:
+        "../../envs/rbcflow.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+    params:
+        train=lambda wildcards: {**config["train"], "model": "frame"},
+        seed=config["seed"],
+    script:
+        "../scripts/train_model.py"
+
+
+rule evaluate_model:
+    input:
+        split=rules.split_task.output.split,
+        clips=task_clip_files,
+        model=rules.train_model.output.model,
+        history=rules.train_model.output.history,
+        baseline=rules.train_baseline.output.model if ABLATIONS else [],
+    output:
+        metrics=f"{RESULTS}/models/{{task}}/metrics.json",
+        predictions=f"{RESULTS}/models/{{task}}/predictions.tsv",
+    log:
+        f"{RESULTS}/logs/evaluate_model/{{task}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate_model/{{task}}.tsv"
+    conda:
+        "../../envs/rbcflow.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+    params:
+        task=lambda wildcards: TASKS[wildcards.task],
+        evaluate=config["evaluate"],
+        seed=config["seed"],
+    script:
+        "../scripts/evaluate_model.py"

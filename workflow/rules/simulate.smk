@@ -1,0 +1,22 @@
+# The built-in demo dataset: used when the config names no sample sheet. A checkpoint,
+# because the sample names are known only once the sheet exists.
+
+
+checkpoint simulate_dataset:
+    output:
+        sheet=f"{config['simulate']['outdir']}/samples.tsv",
+    log:
+        f"{RESULTS}/logs/simulate_dataset.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/simulate_dataset.tsv"
+    conda:
+        "../../envs/rbcflow.yaml"
+    threads: 1
+    params:
+        outdir=lambda wildcards, output: str(Path(output.sheet).parent),
+        preset=config["simulate"]["preset"],
+        seed=config["simulate"]["seed"],
+        effect_size=config["simulate"]["effect_size"],
+        video_format=config["simulate"]["video_format"],
+    script:
+        "../scripts/simulate_dataset.py"

@@ -1,0 +1,18 @@
+"""Rule evaluate_model: Table-1 metrics, donor bootstrap and ablations of one task."""
+
+from pathlib import Path
+
+from rbcflow.rulelog import rule_logging
+
+with rule_logging(snakemake.log[0]):
+    from rbcflow.evaluate import evaluate_task
+
+    evaluate_task(
+        snakemake.input.split,
+        list(snakemake.input.clips),
+        Path(snakemake.input.model).parent,
+        snakemake.params.task,
+        snakemake.params.evaluate,
+        seed=snakemake.params.seed,
+        threads=snakemake.threads,
+    )
