@@ -1,0 +1,368 @@
+"""Blob detection: foreground mask against a background, blobs and per-blob features.
+
+Everything here works on one grey ``uint8`` frame at a time and is built for speed (the
+per-frame chain must reach thousands of frames per second on one core): the foreground is
+one ``cv2.inRange`` against a precomputed tolerance band around the background, blobs are
+the external contours of the mask (filling a contour fills the blob's holes, such as a red
+cell's lighter centre), and features are computed on each blob's bounding box only.
+
+Conventions: ``x`` to the right, ``y`` down, pixels; ``orientation_deg`` is the angle of
+the blob's long axis from +x towards +y, in (-90, 90]; ``deformation`` is
+``1 - circularity`` with ``circularity = 2 * sqrt(pi * A) / P`` of the blob's convex hull
+(area ``A``, perimeter ``P``), as real-time deformability cytometry (RT-DC) defines it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+
+DETECTION_COLUMNS = (
+    "x", "y", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "area_px", "major_px",
+    "minor_px", "orientation_deg", "deformation", "brightness",
+)
+POLARITIES = ("dark", "bright", "absolute")
+_N_COLUMNS = len(DETECTION_COLUMNS)
+
+
+@dataclass(frozen=True)
+class DetectParams:
+    """Parameters of the foreground mask and blob detection.
+
+    Attributes
+    ----------
+    polarity : {"dark", "bright", "absolute"}
+        Which sign of ``frame - background`` counts as foreground.
+    threshold : float
+        A pixel is foreground when its difference to the background (in the direction
+        ``polarity`` names) exceeds this many grey levels.
+    min_area_px : int
+        Blobs with fewer pixels (after hole filling and re-joining) are noise (seed 001: 50).
+    rejoin_split_cells : bool
+        Merge fragments whose bounding boxes overlap (after growing by
+        ``rejoin_max_gap_px``) when at least one of them is not round
+        (circularity < ``rejoin_max_circularity``): a cell whose rim and centre are both
+        close to the background splits into thin pieces (seed 001, section 3.6.1).
+    rejoin_max_gap_px, rejoin_max_circularity
+        The two thresholds of that rule.
+    close_px : int
+        Side of an elliptic morphological closing applied to the mask before blob
+        extraction (0: none). Bridges one-pixel breaks in a faint rim; costs time.
+    blur_sigma : float
+        Gaussian blur of the frame before the comparison (0: none). Reduces pixel noise
+        for faint cells; about 0.5 ms per 800 x 132 frame at sigma 4.
+    """
+
+    polarity: str = "absolute"
+    threshold: float = 6.0
+    min_area_px: int = 50
+    rejoin_split_cells: bool = True
+    rejoin_max_gap_px: int = 2
+    rejoin_max_circularity: float = 0.9
+    close_px: int = 0
+    blur_sigma: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.polarity not in POLARITIES:
+            raise ValueError(f"polarity must be one of {POLARITIES}, not {self.polarity!r}")
+        if not self.threshold >= 0:
+            raise ValueError(f"threshold must be >= 0, not {self.threshold}")
+        if self.min_area_px < 1:
+            raise ValueError(f"min_area_px must be >= 1, not {self.min_area_px}")
+        if self.rejoin_max_gap_px < 0 or self.close_px < 0 or self.blur_sigma < 0:
+            raise ValueError("rejoin_max_gap_px, close_px and blur_sigma must be >= 0")
+
+
+class BlobMask(NamedTuple):
+    """One blob's filled mask (uint8 0/1) on its bounding box at (``x``, ``y``)."""
+
+    x: int
+    y: int
+    mask: np.ndarray
+
+
+class Band(NamedTuple):
+    """Per-pixel grey levels ``lower <= f <= upper`` that count as background."""
+
+    lower: np.ndarray
+    upper: np.ndarray
+
+
+def smooth(frame: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of a uint8 frame (returned unchanged when ``sigma`` is 0)."""
+    if sigma <= 0:
+        return frame
+    return cv2.GaussianBlur(frame, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
+
+
+def difference(frame: np.ndarray, background: np.ndarray, polarity: str) -> np.ndarray:
+    """Foreground evidence as float32: ``b - f`` (dark), ``f - b`` (bright) or ``|f - b|``.
+
+    A pixel is foreground when this exceeds the threshold, whatever the polarity.
+    """
+    if polarity not in POLARITIES:
+        raise ValueError(f"polarity must be one of {POLARITIES}, not {polarity!r}")
+    diff = frame.astype(np.float32) - np.asarray(background, dtype=np.float32)
+    if polarity == "dark":
+        return -diff
+    if polarity == "bright":
+        return diff
+    return np.abs(diff)
+
+
+def background_band(background: np.ndarray, params: DetectParams) -> Band:
+    """Precompute the integer tolerance band so that one ``cv2.inRange`` masks a frame.
+
+    For integer grey levels ``f`` and a real background ``b``: ``b - f > T`` exactly when
+    ``f <= ceil(b - T) - 1``, and ``f - b > T`` exactly when ``f >= floor(b + T) + 1``;
+    so the background band is ``[ceil(b - T), floor(b + T)]`` clipped to 0..255, with the
+    side the polarity ignores opened up. The result equals thresholding
+    :func:`difference` but costs one pass over the frame instead of four.
+    """
+    b = np.asarray(background, dtype=np.float64)
+    t = float(params.threshold)
+    lower = np.clip(np.ceil(b - t), 0, 255).astype(np.uint8)
+    upper = np.clip(np.floor(b + t), 0, 255).astype(np.uint8)
+    if params.polarity == "dark":
+        upper[:] = 255
+    elif params.polarity == "bright":
+        lower[:] = 0
+    return Band(lower, upper)
+
+
+def band_mask(frame: np.ndarray, band: Band, blur_sigma: float = 0.0) -> np.ndarray:
+    """Raw foreground mask (uint8 0/255, holes not filled) of a frame against a band."""
+    inside = cv2.inRange(smooth(frame, blur_sigma), band.lower, band.upper)
+    return cv2.bitwise_not(inside)
+
+
+def _circularity(points: np.ndarray) -> float:
+    hull = cv2.convexHull(points)
+    perimeter = cv2.arcLength(hull, True)
+    if perimeter <= 0:
+        return 0.0
+    return 2.0 * math.sqrt(math.pi * cv2.contourArea(hull)) / perimeter
+
+
+def _features(blob: BlobMask, frame: np.ndarray, points: np.ndarray) -> list[float]:
+    moments = cv2.moments(blob.mask, binaryImage=True)
+    area = moments["m00"]
+    cx = blob.x + moments["m10"] / area
+    cy = blob.y + moments["m01"] / area
+    # Second central moments give the ellipse with the same inertia; for a filled disc
+    # 4 * sqrt(variance along an axis) is its diameter.
+    mu20, mu02, mu11 = moments["mu20"] / area, moments["mu02"] / area, moments["mu11"] / area
+    half_sum, root = (mu20 + mu02) / 2.0, math.hypot((mu20 - mu02) / 2.0, mu11)
+    major = 4.0 * math.sqrt(max(half_sum + root, 0.0))
+    minor = 4.0 * math.sqrt(max(half_sum - root, 0.0))
+    orientation = math.degrees(0.5 * math.atan2(2.0 * mu11, mu20 - mu02))
+    if orientation <= -90.0:
+        orientation += 180.0
+    h, w = blob.mask.shape
+    roi = frame[blob.y:blob.y + h, blob.x:blob.x + w]
+    brightness = cv2.mean(roi, mask=blob.mask)[0]
+    deformation = 1.0 - _circularity(points) if len(points) >= 3 else 0.0
+    return [cx, cy, blob.x, blob.y, w, h, area, major, minor, orientation, deformation,
+            brightness]
+
+
+class _Fragment(NamedTuple):
+    x: int
+    y: int
+    w: int
+    h: int
+    points: np.ndarray
+    mask: np.ndarray
+    area: int
+
+
+def _fragment(contour: np.ndarray) -> _Fragment:
+    x, y, w, h = cv2.boundingRect(contour)
+    mask = np.zeros((h, w), np.uint8)
+    # Filling the external contour fills every hole of the blob at once.
+    cv2.drawContours(mask, [contour], -1, 1, thickness=-1, offset=(-x, -y))
+    return _Fragment(x, y, w, h, contour, mask, cv2.countNonZero(mask))
+
+
+def _boxes_touch(a: _Fragment, b: _Fragment, gap: int) -> bool:
+    return (a.x - gap < b.x + b.w and b.x - gap < a.x + a.w
+            and a.y - gap < b.y + b.h and b.y - gap < a.y + a.h)
+
+
+def _merge(group: list[_Fragment], gap: int) -> _Fragment:
+    x0 = min(f.x for f in group)
+    y0 = min(f.y for f in group)
+    x1 = max(f.x + f.w for f in group)
+    y1 = max(f.y + f.h for f in group)
+    pad = gap + 1
+    canvas = np.zeros((y1 - y0 + 2 * pad, x1 - x0 + 2 * pad), np.uint8)
+    for f in group:
+        ox, oy = f.x - x0 + pad, f.y - y0 + pad
+        canvas[oy:oy + f.h, ox:ox + f.w] |= f.mask
+    # Bridge the gap between the pieces (the padding equals the kernel's radius, so
+    # the closing stays inside the union's box), then refill: the merged outline encloses the
+    # cell's centre that neither piece covered.
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * gap + 3, 2 * gap + 3))
+    closed = cv2.morphologyEx(canvas, cv2.MORPH_CLOSE, kernel, borderType=cv2.BORDER_CONSTANT,
+                              borderValue=0)
+    contours, _ = cv2.findContours(closed, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(closed, contours, -1, 1, thickness=-1)
+    ys, xs = np.nonzero(closed)
+    bx, by = int(xs.min()), int(ys.min())
+    mask = np.ascontiguousarray(closed[by:ys.max() + 1, bx:xs.max() + 1])
+    points = np.concatenate(contours).reshape(-1, 1, 2)
+    offset = np.array([[[x0 - pad, y0 - pad]]], dtype=points.dtype)
+    return _Fragment(x0 - pad + bx, y0 - pad + by, mask.shape[1], mask.shape[0],
+                     points + offset, mask, cv2.countNonZero(mask))
+
+
+def _rejoin(fragments: list[_Fragment], params: DetectParams) -> list[_Fragment]:
+    gap = params.rejoin_max_gap_px
+    not_round = [_circularity(f.points) < params.rejoin_max_circularity for f in fragments]
+    parent = list(range(len(fragments)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(len(fragments)):
+        for j in range(i + 1, len(fragments)):
+            if (not_round[i] or not_round[j]) and _boxes_touch(fragments[i], fragments[j], gap):
+                parent[root(i)] = root(j)
+    groups: dict[int, list[_Fragment]] = {}
+    for i, fragment in enumerate(fragments):
+        groups.setdefault(root(i), []).append(fragment)
+    return [g[0] if len(g) == 1 else _merge(g, gap) for g in groups.values()]
+
+
+def blobs_from_mask(
+    mask: np.ndarray, frame: np.ndarray, params: DetectParams, with_masks: bool = False
+) -> np.ndarray | tuple[np.ndarray, list[BlobMask]]:
+    """Blobs of a raw foreground mask: fill holes, re-join split cells, drop small ones.
+
+    Parameters
+    ----------
+    mask : ndarray
+        uint8 HxW, nonzero = foreground (e.g. from :func:`band_mask` or MOG2).
+    frame : ndarray
+        The uint8 frame the mask belongs to (for the brightness feature).
+    params : DetectParams
+    with_masks : bool
+        Also return each blob's filled mask on its bounding box.
+
+    Returns
+    -------
+    rows : ndarray
+        float64 (n, len(DETECTION_COLUMNS)), blobs in order of their first contour.
+    masks : list of BlobMask
+        Only when ``with_masks``; aligned with ``rows``.
+    """
+    if params.close_px > 0:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (params.close_px, params.close_px))
+        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel)
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    # Fragments of a split cell may each be smaller than a cell; keep them until re-joined.
+    floor = max(1, params.min_area_px // 4) if params.rejoin_split_cells else params.min_area_px
+    fragments = []
+    for contour in contours:
+        _, _, w, h = cv2.boundingRect(contour)
+        if w * h >= floor:  # w * h bounds the pixel count: a cheap early rejection
+            fragment = _fragment(contour)
+            if fragment.area >= floor:
+                fragments.append(fragment)
+    if params.rejoin_split_cells and len(fragments) > 1:
+        fragments = _rejoin(fragments, params)
+    rows: list[list[float]] = []
+    masks: list[BlobMask] = []
+    for f in fragments:
+        if f.area < params.min_area_px:
+            continue
+        blob = BlobMask(f.x, f.y, f.mask)
+        rows.append(_features(blob, frame, f.points))
+        masks.append(blob)
+    table = np.array(rows, dtype=np.float64).reshape(len(rows), _N_COLUMNS)
+    return (table, masks) if with_masks else table
+
+
+def foreground_mask(frame: np.ndarray, background: np.ndarray, params: DetectParams) -> np.ndarray:
+    """Foreground mask (uint8 0/1, HxW) of the kept blobs, holes filled."""
+    _, blobs = detect_blobs_with_masks(frame, background, params)
+    out = np.zeros(frame.shape[:2], np.uint8)
+    for blob in blobs:
+        h, w = blob.mask.shape
+        out[blob.y:blob.y + h, blob.x:blob.x + w] |= blob.mask
+    return out
+
+
+def detect_blobs_with_masks(
+    frame: np.ndarray, background: np.ndarray, params: DetectParams
+) -> tuple[np.ndarray, list[BlobMask]]:
+    """Like :func:`detect_blobs`, also returning each blob's filled mask on its box."""
+    _check_shapes(frame, background)
+    raw = band_mask(frame, background_band(background, params), params.blur_sigma)
+    return blobs_from_mask(raw, frame, params, with_masks=True)
+
+
+def detect_blobs(frame: np.ndarray, background: np.ndarray, params: DetectParams) -> np.ndarray:
+    """Blobs of one frame against a background image.
+
+    Parameters
+    ----------
+    frame : ndarray
+        uint8 HxW grey frame.
+    background : ndarray
+        HxW background (any real dtype, e.g. the float32 median).
+    params : DetectParams
+
+    Returns
+    -------
+    ndarray
+        float64 (n, len(DETECTION_COLUMNS)); one row per blob, columns as named there.
+    """
+    _check_shapes(frame, background)
+    raw = band_mask(frame, background_band(background, params), params.blur_sigma)
+    return blobs_from_mask(raw, frame, params)
+
+
+def select_blob(blobs: list[BlobMask], rows: np.ndarray, x: float, y: float) -> int | None:
+    """Index of the blob whose mask contains (x, y), else of the nearest centroid."""
+    if not blobs:
+        return None
+    xi, yi = int(round(x)), int(round(y))
+    for k, blob in enumerate(blobs):
+        h, w = blob.mask.shape
+        if blob.x <= xi < blob.x + w and blob.y <= yi < blob.y + h:
+            if blob.mask[yi - blob.y, xi - blob.x]:
+                return k
+    distances = np.hypot(rows[:, 0] - x, rows[:, 1] - y)
+    return int(np.argmin(distances))
+
+
+def cell_mask(
+    frame: np.ndarray, background: np.ndarray, params: DetectParams, x: float, y: float
+) -> np.ndarray:
+    """Mask (uint8 0/1, HxW) of the blob containing (x, y), or nearest to it.
+
+    All zeros when the frame has no blob. Used to mask one cell in a clip.
+    """
+    rows, blobs = detect_blobs_with_masks(frame, background, params)
+    out = np.zeros(frame.shape[:2], np.uint8)
+    k = select_blob(blobs, rows, x, y)
+    if k is not None:
+        blob = blobs[k]
+        h, w = blob.mask.shape
+        out[blob.y:blob.y + h, blob.x:blob.x + w] = blob.mask
+    return out
+
+
+def _check_shapes(frame: np.ndarray, background: np.ndarray) -> None:
+    if frame.dtype != np.uint8 or frame.ndim != 2:
+        raise ValueError(f"frame must be a 2-D uint8 array, not {frame.dtype} {frame.shape}")
+    if np.shape(background) != frame.shape:
+        raise ValueError(f"background shape {np.shape(background)} != frame {frame.shape}")
