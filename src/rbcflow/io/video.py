@@ -1,0 +1,387 @@
+"""Streaming frame readers: every recording becomes a sequence of grey uint8 frames.
+
+``open_video(path)`` picks the reader from the path: ``.avi``/``.mp4``/``.mov``/``.mkv``
+(OpenCV/FFmpeg), multi-page ``.tif``/``.tiff`` (tifffile, page by page), a folder of PNG or
+TIFF frames (natural sort order of the file names), or Phantom ``.cine`` (pims). Frames are
+decoded one at a time, so memory does not grow with the length of the recording.
+
+Grey raw or FFV1 video (pixel format ``Y800``) is read without OpenCV's BGR conversion,
+which is about six times faster; anything else is decoded to colour by the codec and
+converted to grey once (ITU-R BT.601 luma). Deeper-than-8-bit frames are shifted right by
+a per-file amount fixed from the first frame, so their brightest value fits in 8 bits.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv")
+TIFF_SUFFIXES = (".tif", ".tiff")
+FRAME_SUFFIXES = (".png", ".tif", ".tiff")
+CINE_SUFFIXES = (".cine",)
+
+
+class VideoError(Exception):
+    """A recording cannot be read as intended; the message names the file and frame."""
+
+
+def _fourcc_text(value: float) -> str:
+    code = int(value)
+    return "".join(chr((code >> (8 * k)) & 0xFF) for k in range(4))
+
+
+def _shift_for(frame: np.ndarray) -> int:
+    """Right shift that brings a deeper-than-8-bit frame's brightest value into 0..255."""
+    if frame.dtype == np.uint8:
+        return 0
+    top = int(frame.max()) if frame.size else 0
+    return max(0, top.bit_length() - 8)
+
+
+def _to_grey(frame: np.ndarray, shift: int, channel_order: str) -> np.ndarray:
+    if frame.ndim == 3 and frame.shape[2] == 1:
+        frame = frame[:, :, 0]
+    if frame.ndim == 3:
+        if frame.dtype != np.uint8:
+            frame = (frame >> shift).clip(0, 255).astype(np.uint8) if frame.dtype.kind in "ui" \
+                else np.clip(frame, 0, 255).astype(np.uint8)
+            shift = 0
+        code = {
+            ("BGR", 3): cv2.COLOR_BGR2GRAY, ("BGR", 4): cv2.COLOR_BGRA2GRAY,
+            ("RGB", 3): cv2.COLOR_RGB2GRAY, ("RGB", 4): cv2.COLOR_RGBA2GRAY,
+        }.get((channel_order, frame.shape[2]))
+        if code is None:
+            raise ValueError(f"unsupported frame with {frame.shape[2]} channels")
+        frame = cv2.cvtColor(np.ascontiguousarray(frame), code)
+    if frame.ndim != 2:
+        raise ValueError(f"unsupported frame shape {frame.shape}")
+    if frame.dtype == np.uint8:
+        return frame
+    if frame.dtype.kind in "ui":
+        return (frame >> shift).clip(0, 255).astype(np.uint8)
+    if frame.dtype == np.bool_:
+        return frame.astype(np.uint8) * 255
+    return np.clip(np.rint(frame), 0, 255).astype(np.uint8)
+
+
+class VideoReader:
+    """Base of the readers: a context manager that streams grey uint8 frames.
+
+    Attributes
+    ----------
+    path : Path
+    reader : str
+        Name of the reader (``opencv``, ``tifffile``, ``frames``, ``cine``).
+    n_frames_header : int or None
+        Frame count the container declares (None when it declares none).
+    fps : float or None
+        Frame rate the container declares.
+    width, height : int
+        Frame size, from the first frame.
+    dtype : str
+        Sample type stored in the file (frames are always delivered as uint8).
+    problems : list of str
+        Decode problems met so far (e.g. the stream ending before the declared count).
+    """
+
+    reader = "base"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise VideoError(f"{self.path}: no such file or folder")
+        self.n_frames_header: int | None = None
+        self.fps: float | None = None
+        self.width = 0
+        self.height = 0
+        self.dtype = "uint8"
+        self.problems: list[str] = []
+        self._shift = 0
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the file (readers that hold one override this)."""
+
+    def _set_size(self, frame: np.ndarray) -> None:
+        self.height, self.width = int(frame.shape[0]), int(frame.shape[1])
+
+    def _checked(self, frame: np.ndarray, index: int) -> np.ndarray:
+        if frame.shape[0] != self.height or frame.shape[1] != self.width:
+            raise VideoError(
+                f"{self.path}: frame {index} is {frame.shape[1]}x{frame.shape[0]} px, "
+                f"expected {self.width}x{self.height} (frame size changed mid-file)"
+            )
+        return frame
+
+    def _note(self, problem: str) -> None:
+        if problem not in self.problems:
+            self.problems.append(problem)
+
+    def frames(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(index, frame)`` for ``start <= index < stop`` (to the end when None).
+
+        Frames are HxW uint8 grey arrays, decoded one at a time in file order. The stream
+        ends early, without an exception, when the file holds fewer readable frames;
+        the reason is appended to :attr:`problems`.
+        """
+        raise NotImplementedError
+
+
+class OpenCVReader(VideoReader):
+    """AVI/MP4/MOV/MKV through OpenCV's FFmpeg backend."""
+
+    reader = "opencv"
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path)
+        if not self.path.is_file():
+            raise VideoError(f"{self.path}: not a file")
+        capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+        try:
+            if not capture.isOpened():
+                raise VideoError(f"{self.path}: cannot open as video (unreadable or corrupt)")
+            capture.set(cv2.CAP_PROP_CONVERT_RGB, 0)
+            ok, first = capture.read()
+            if not ok or first is None:
+                raise VideoError(f"{self.path}: frame 0 cannot be decoded (zero frames?)")
+            # Only a grey pixel format is returned correctly without conversion; others
+            # (BGR, YUV) come back as raw planes.
+            self._raw_grey = _fourcc_text(capture.get(cv2.CAP_PROP_CODEC_PIXEL_FORMAT)) == "Y800"
+            count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+            fps = float(capture.get(cv2.CAP_PROP_FPS))
+        finally:
+            capture.release()
+        self.n_frames_header = count if count > 0 else None
+        self.fps = fps if fps > 0 else None
+        if not self._raw_grey:
+            first = self._first_colour_frame()
+        self._set_size(first)
+
+    def _capture(self) -> cv2.VideoCapture:
+        capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+        if not capture.isOpened():
+            raise VideoError(f"{self.path}: cannot open as video (unreadable or corrupt)")
+        capture.set(cv2.CAP_PROP_CONVERT_RGB, 0 if self._raw_grey else 1)
+        return capture
+
+    def _first_colour_frame(self) -> np.ndarray:
+        capture = self._capture()
+        try:
+            ok, frame = capture.read()
+        finally:
+            capture.release()
+        if not ok:
+            raise VideoError(f"{self.path}: frame 0 cannot be decoded")
+        return _to_grey(frame, 0, "BGR")
+
+    def frames(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        capture = self._capture()
+        try:
+            index = 0
+            # Skip by decoding forward: seeking is inexact for most compressed codecs.
+            while index < start:
+                if not capture.grab():
+                    self._end(index)
+                    return
+                index += 1
+            while stop is None or index < stop:
+                ok, frame = capture.read()
+                if not ok:
+                    self._end(index)
+                    return
+                if not self._raw_grey:
+                    frame = _to_grey(frame, 0, "BGR")
+                elif frame.ndim == 3:
+                    frame = frame[:, :, 0]
+                yield index, self._checked(frame, index)
+                index += 1
+        finally:
+            capture.release()
+
+    def _end(self, index: int) -> None:
+        if self.n_frames_header is not None and index < self.n_frames_header:
+            self._note(
+                f"{self.path}: frame {index} cannot be decoded; the header declares "
+                f"{self.n_frames_header} frames (truncated file?)"
+            )
+
+
+class TiffReader(VideoReader):
+    """Multi-page TIFF, one page per frame, read page by page."""
+
+    reader = "tifffile"
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path)
+        import tifffile
+
+        try:
+            self._tif = tifffile.TiffFile(self.path)
+            self.n_frames_header = len(self._tif.pages)
+            first = self._tif.pages.first.asarray()
+        except Exception as exc:  # tifffile raises many types for corrupt files
+            self.close()
+            raise VideoError(f"{self.path}: cannot read as TIFF ({exc})") from exc
+        if self.n_frames_header == 0:
+            raise VideoError(f"{self.path}: zero frames")
+        self.dtype = str(first.dtype)
+        self._shift = _shift_for(first)
+        self._set_size(_to_grey(first, self._shift, "RGB"))
+
+    def close(self) -> None:
+        tif = getattr(self, "_tif", None)
+        if tif is not None:
+            tif.close()
+
+    def frames(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        pages = self._tif.pages
+        end = len(pages) if stop is None else min(stop, len(pages))
+        for index in range(start, end):
+            try:
+                raw = pages[index].asarray()
+            except Exception as exc:  # a truncated page: stop, like a truncated stream
+                self._note(f"{self.path}: frame {index} cannot be decoded ({exc})")
+                return
+            try:
+                frame = _to_grey(raw, self._shift, "RGB")
+            except ValueError as exc:
+                raise VideoError(f"{self.path}: frame {index}: {exc}") from exc
+            yield index, self._checked(frame, index)
+
+
+def _natural_key(name: str) -> list[object]:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+class FrameFolderReader(VideoReader):
+    """A folder of PNG or TIFF files, one frame each, in natural order of their names."""
+
+    reader = "frames"
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path)
+        self.files = sorted(
+            (p for p in self.path.iterdir() if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES),
+            key=lambda p: _natural_key(p.name),
+        )
+        if not self.files:
+            raise VideoError(f"{self.path}: zero frames (no PNG or TIFF files in the folder)")
+        self.n_frames_header = len(self.files)
+        first = self._load(0)
+        self.dtype = str(first.dtype)
+        self._shift = _shift_for(first)
+        self._set_size(_to_grey(first, self._shift, "BGR"))
+
+    def _load(self, index: int) -> np.ndarray:
+        file = self.files[index]
+        image = cv2.imread(str(file), cv2.IMREAD_UNCHANGED)
+        if image is None:
+            raise VideoError(f"{self.path}: frame {index} ({file.name}) cannot be decoded")
+        return image
+
+    def frames(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        end = len(self.files) if stop is None else min(stop, len(self.files))
+        for index in range(start, end):
+            frame = _to_grey(self._load(index), self._shift, "BGR")
+            yield index, self._checked(frame, index)
+
+
+class CineReader(VideoReader):
+    """Phantom ``.cine`` through pims."""
+
+    reader = "cine"
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path)
+        try:
+            from pims import Cine
+
+            self._cine = Cine(str(self.path))
+            self.n_frames_header = len(self._cine)
+            rate = float(self._cine.frame_rate)
+            first = np.asarray(self._cine.get_frame(0))
+        except Exception as exc:  # pims raises many types for foreign files
+            self.close()
+            raise VideoError(f"{self.path}: cannot read as Phantom cine ({exc})") from exc
+        if not self.n_frames_header:
+            raise VideoError(f"{self.path}: zero frames")
+        self.fps = rate if rate > 0 else None
+        self.dtype = str(first.dtype)
+        self._shift = _shift_for(first)
+        self._set_size(_to_grey(first, self._shift, "RGB"))
+
+    def close(self) -> None:
+        cine = getattr(self, "_cine", None)
+        if cine is not None:
+            cine.close()
+
+    def frames(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        end = len(self._cine) if stop is None else min(stop, len(self._cine))
+        for index in range(start, end):
+            try:
+                raw = np.asarray(self._cine.get_frame(index))
+            except Exception as exc:
+                self._note(f"{self.path}: frame {index} cannot be decoded ({exc})")
+                return
+            yield index, self._checked(_to_grey(raw, self._shift, "RGB"), index)
+
+
+def open_video(path: str | Path) -> VideoReader:
+    """Open a recording with the reader its path calls for.
+
+    Raises
+    ------
+    VideoError
+        When the path does not exist, its kind is not supported, or it cannot be read.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise VideoError(f"{path}: no such file or folder")
+    if path.is_dir():
+        return FrameFolderReader(path)
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_SUFFIXES:
+        return OpenCVReader(path)
+    if suffix in TIFF_SUFFIXES:
+        return TiffReader(path)
+    if suffix in CINE_SUFFIXES:
+        return CineReader(path)
+    raise VideoError(
+        f"{path}: unsupported recording type {suffix!r} (expected one of "
+        f"{', '.join(VIDEO_SUFFIXES + TIFF_SUFFIXES + CINE_SUFFIXES)} or a frame folder)"
+    )
+
+
+def sample_frames(path: str | Path, indices: Iterable[int]) -> dict[int, np.ndarray]:
+    """Frames at ``indices``, collected in one sequential pass (no seeking).
+
+    Decoding stops after the last wanted frame. Raises :class:`VideoError` naming the
+    indices the file does not reach.
+    """
+    wanted = {int(i) for i in indices}
+    if not wanted:
+        return {}
+    if min(wanted) < 0:
+        raise ValueError(f"negative frame index {min(wanted)}")
+    out: dict[int, np.ndarray] = {}
+    with open_video(path) as reader:
+        for index, frame in reader.frames(0, max(wanted) + 1):
+            if index in wanted:
+                out[index] = frame.copy()
+    missing = sorted(wanted - out.keys())
+    if missing:
+        raise VideoError(
+            f"{path}: frames {missing[:5]}{'...' if len(missing) > 5 else ''} cannot be read "
+            f"({len(out)} of {len(wanted)} sampled frames read)"
+        )
+    return out
