@@ -22,3 +22,14 @@ rule all:
     default_target: True
     input:
         rules.render_report.output,
+
+
+# Coarse targets, one per DVC stage (dvc.yaml): DVC wraps these, Snakemake owns the graph.
+rule preprocess_all:
+    input:
+        all_clip_files,
+
+
+rule train_all:
+    input:
+        expand(f"{RESULTS}/models/{{task}}/metrics.json", task=TASKS),
