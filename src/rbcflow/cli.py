@@ -101,6 +101,91 @@ def simulate(
     typer.echo(f"sample sheet: {sheet}")
 
 
+SamplesOption = typer.Option(None, "--samples", help="Sample sheet (else the config's).")
+
+
+def _recording(config: Path | None, samples: Path | None, sample: str) -> tuple[dict, dict]:
+    """The validated config and the sample sheet row of ``sample``."""
+    cfg = _config(config)
+    sheet_path = samples or (Path(cfg["samples"]) if cfg["samples"] else None)
+    if sheet_path is None:
+        typer.echo("no sample sheet: pass --samples or set `samples` in the config", err=True)
+        raise typer.Exit(2)
+    return cfg, _sample_row(sheet_path, sample, cfg)
+
+
+@app.command()
+def ingest(
+    sample: str = typer.Argument(..., help="Sample name (a row of the sample sheet)."),
+    config: Path | None = ConfigOption,
+    samples: Path | None = SamplesOption,
+    out_dir: Path | None = typer.Option(
+        None, "--out-dir", help="Folder for <sample>.json and .png (default <results>/ingest)."
+    ),
+) -> None:
+    """Check one recording: metadata JSON (decodable frames, fps, SHA-256), contact sheet."""
+    from rbcflow.ingest import ingest_video
+    from rbcflow.io.video import VideoError
+
+    cfg, row = _recording(config, samples, sample)
+    out = out_dir or Path(cfg["results"]) / "ingest"
+    try:
+        info = ingest_video(
+            row["path"], sample=sample, fps_sheet=row["fps"],
+            out_json=out / f"{sample}.json", out_png=out / f"{sample}.png",
+            allow_truncated=cfg["ingest"]["allow_truncated"],
+            fps_tolerance=cfg["ingest"]["fps_tolerance"],
+        )
+    except VideoError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{out / sample}.json: {info['n_frames']} frames, {info['width']}x"
+               f"{info['height']}, truncated={info['truncated']}")
+
+
+@app.command()
+def background(
+    sample: str = typer.Argument(..., help="Sample name (a row of the sample sheet)."),
+    config: Path | None = ConfigOption,
+    samples: Path | None = SamplesOption,
+    meta: Path | None = typer.Option(
+        None, help="Ingest JSON, for the decodable frame count (default <results>/ingest)."
+    ),
+    out_dir: Path | None = typer.Option(
+        None, "--out-dir", help="Folder for <sample>.npz, _qc.png (default <results>/background)."
+    ),
+) -> None:
+    """Build one recording's background model and its QC figure."""
+    import json
+
+    from rbcflow.background import build_background, save_background, write_background_qc
+    from rbcflow.detect import DetectParams
+    from rbcflow.io.video import VideoError
+
+    cfg, row = _recording(config, samples, sample)
+    meta = meta or Path(cfg["results"]) / "ingest" / f"{sample}.json"
+    n_readable = None
+    if meta.exists():
+        n_readable = json.loads(meta.read_text(encoding="utf-8"))["n_frames"]
+    settings = cfg["background"]
+    out = out_dir or Path(cfg["results"]) / "background"
+    try:
+        model = build_background(
+            row["path"], method=settings["method"], n_frames=settings["n_frames"],
+            blur_sigma=settings["blur_sigma"], mog2_history=settings["mog2_history"],
+            mog2_var_threshold=settings["mog2_var_threshold"],
+            rolling_window=settings["rolling_window"], seed=cfg["seed"],
+            n_frames_readable=n_readable,
+        )
+        save_background(model, out / f"{sample}.npz")
+        write_background_qc(row["path"], model, DetectParams(**cfg["detect"]),
+                            out / f"{sample}_qc.png")
+    except VideoError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{out / sample}.npz: {settings['method']}, {len(model.images)} image(s)")
+
+
 def main() -> None:
     app()
 
