@@ -1,0 +1,176 @@
+"""The workflow as code: lint, formatting, and the agreement of dvc.yaml with Snakemake.
+
+Snakemake is the one pipeline graph; dvc.yaml only wraps coarse targets. These tests
+resolve both graphs without running anything and check that every file a Snakemake rule
+writes is declared by exactly one DVC stage, the stage whose command runs that rule, and
+that DVC declares nothing Snakemake does not make.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path, PurePosixPath
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SAMPLE_HEADER = "sample\tpath\tdonor\tcondition\tfocus\tsession\tfps\tum_per_px"
+
+
+def run(args: list[str], cwd: Path = REPO, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=300)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def test_snakemake_lint_is_clean():
+    result = run([str(BIN / "snakemake"), "--lint", "--cores", "1", "--nolock"])
+    assert "Congratulations" in result.stdout + result.stderr
+
+
+def test_snakefmt_leaves_rules_unchanged():
+    run([str(BIN / "snakefmt"), "--check", "Snakefile", "workflow/rules"])
+
+
+def test_ruff_is_clean():
+    run([str(BIN / "ruff"), "check", "src", "tests", "workflow", "benchmarks"])
+
+
+def test_every_rule_has_a_log_and_heavy_rules_a_benchmark():
+    targets = {"all", "preprocess_all", "train_all"}
+    for path in [REPO / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))]:
+        blocks = path.read_text().split("\nrule ")[1:] + path.read_text().split("\ncheckpoint ")[1:]
+        for block in blocks:
+            name = block.split(":", 1)[0].strip()
+            body = block.split("\nrule ", 1)[0]
+            if name in targets:
+                continue
+            assert "\n    log:" in body, f"{path.name}: rule {name} has no log"
+            if name not in {"split_task"}:
+                assert "\n    benchmark:" in body, f"{path.name}: rule {name} has no benchmark"
+
+
+def snakemake_summary(tmp_path: Path, extra_config: list[str]) -> dict[str, str]:
+    """Output file -> rule, for the whole DAG, without running anything."""
+    result = run(
+        [
+            str(BIN / "snakemake"), "--dry-run", "--summary", "--cores", "1", "--nolock",
+            "--config", *extra_config,
+        ]
+    )
+    outputs = {}
+    for line in result.stdout.splitlines():
+        fields = line.split("\t")
+        if len(fields) >= 3 and fields[0] not in ("", "output_file"):
+            outputs[str(PurePosixPath(Path(fields[0]).resolve().relative_to(REPO)))] = fields[2]
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def snakemake_outputs(tmp_path_factory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("sheet")
+    rows = []
+    for index, condition in enumerate(["native", "DA", "FA", "GA"]):
+        (folder / f"v{index}.avi").write_bytes(b"")
+        rows.append(f"S{index}\tv{index}.avi\tD{index}\t{condition}\tin\tday1\t5000\t0.29")
+    sheet = folder / "samples.tsv"
+    sheet.write_text("\n".join([SAMPLE_HEADER, *rows]) + "\n")
+    outputs = snakemake_summary(folder, [f"samples={sheet}"])
+    # The simulated-data mode adds the checkpoint that writes the demo data.
+    outputs.update(
+        {f: r for f, r in snakemake_summary(folder, ["samples="]).items() if r == "simulate_dataset"}
+    )
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def dvc_stages() -> dict[str, dict]:
+    """DVC stage name -> {'rules': allowed Snakemake rules, 'outs': declared outs}."""
+    from dvc.repo import Repo
+
+    stages = {}
+    with Repo(str(REPO)) as repo:
+        for stage in repo.index.stages:
+            words = shlex.split(stage.cmd)
+            assert words[0] == "snakemake", f"stage {stage.addressing} must run Snakemake"
+            start = words.index("--allowed-rules") + 1
+            end = words.index("--", start)
+            stages[stage.addressing] = {
+                "rules": set(words[start:end]),
+                "targets": words[end + 1 :],
+                "outs": [str(PurePosixPath(o.def_path)) for o in stage.outs],
+            }
+    return stages
+
+
+def covers(out: str, path: str) -> bool:
+    return path == out or path.startswith(out.rstrip("/") + "/")
+
+
+def test_each_snakemake_output_is_declared_by_exactly_one_dvc_stage(
+    snakemake_outputs, dvc_stages
+):
+    assert len(snakemake_outputs) > 20, snakemake_outputs
+    for path, rule in snakemake_outputs.items():
+        owners = [
+            name
+            for name, stage in dvc_stages.items()
+            if any(covers(out, path) for out in stage["outs"])
+        ]
+        assert len(owners) == 1, f"{path} (rule {rule}) is declared by DVC stages {owners}"
+        assert rule in dvc_stages[owners[0]]["rules"], (
+            f"{path} is made by rule {rule}, but DVC stage {owners[0]} does not run that rule"
+        )
+
+
+def test_dvc_declares_nothing_snakemake_does_not_make(snakemake_outputs, dvc_stages):
+    for name, stage in dvc_stages.items():
+        for out in stage["outs"]:
+            assert any(covers(out, path) for path in snakemake_outputs), (
+                f"DVC stage {name} declares {out}, which no Snakemake rule writes"
+            )
+
+
+def test_dvc_stage_targets_are_snakemake_targets(snakemake_outputs, dvc_stages):
+    rules = set(snakemake_outputs.values())
+    for name, stage in dvc_stages.items():
+        for target in stage["targets"]:
+            assert target in snakemake_outputs or target in {"preprocess_all", "train_all"}, (
+                f"DVC stage {name} asks Snakemake for {target}, which no rule makes"
+            )
+        assert stage["rules"] - {"preprocess_all"} <= rules, name
+
+
+def test_one_train_stage_per_configured_task(dvc_stages):
+    tasks = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["tasks"]
+    train_stages = sorted(name for name in dvc_stages if name.startswith("train@"))
+    assert len(train_stages) == len(tasks)
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is needed")
+def test_config_yaml_spells_out_every_key_dvc_tracks():
+    """DVC tracks params by reading config/config.yaml: a key left to the schema's default
+    would be invisible to it, so the shipped config must name every key."""
+    from rbcflow.config import load_schema
+
+    shipped = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    schema = load_schema("config")
+
+    def missing(schema_props: dict, values: dict, prefix: str = "") -> list[str]:
+        out = []
+        for key, sub in schema_props.items():
+            if key not in values:
+                out.append(prefix + key)
+            elif sub.get("type") == "object" and "properties" in sub:
+                out += missing(sub["properties"], values[key], prefix + key + ".")
+        return out
+
+    assert missing(schema["properties"], shipped) == []
