@@ -614,7 +614,7 @@ def write_tracks(table: pd.DataFrame, summary: pd.DataFrame, out_parquet: str | 
     with atomic_path(out_parquet) as tmp:
         pq.write_table(arrow, tmp)
     with atomic_path(out_summary_tsv) as tmp:
-        summary.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+        summary.to_csv(tmp, sep="\t", index=False, float_format="%.10g")
 
 
 def read_tracks(path: str | Path) -> tuple[pd.DataFrame, dict]:

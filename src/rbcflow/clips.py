@@ -1,0 +1,375 @@
+"""Clip cutting: one clip per kept track (``track`` mode) or per recording (``frame`` mode).
+
+``track`` mode (default) follows seed 001's final method: a square window of ``crop_px``
+pixels centred on the tracked cell, resized to ``size_px``, at ``n_frames`` frames spread
+evenly over the cell's passage (from the first to the last frame in which the cell is
+wholly in view). With ``mask_outside_cell`` everything outside the cell's blob (grown by
+``MASK_GROW_PX``) is replaced by the background, so the channel walls, which differ
+between chips and sessions, cannot serve as a shortcut (the failure seed 001 reports).
+Where the window reaches past the frame edge it is filled with the background too.
+
+``frame`` mode follows seed 000: the whole frame at frames ``frame_start``,
+``frame_start + frame_step``, ... < ``frame_stop``, background-subtracted as a bitwise
+overlay (the frame's pixels under the foreground mask, 0 elsewhere), resized by
+``frame_scale``; one clip per recording (a triggered clip).
+
+Both modes read the recording once, front to back, and stop after the last frame they
+need; only the output array (its size is known from the tracks before reading) and the
+current frame are held in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from rbcflow.clipstore import CLIP_TABLE_COLUMNS, write_clip_file
+from rbcflow.io.atomic import atomic_path
+from rbcflow.track import REJECTION_REASONS, read_tracks
+
+log = logging.getLogger(__name__)
+
+#: Pixels by which a cell's blob is grown before masking: the thresholded blob misses
+#: the faint outer rim of the cell, which carries its shape.
+MASK_GROW_PX = 2
+CLIP_MODES = ("track", "frame")
+_DEFAULT_CLIP_PARAMS = {
+    "mode": "track", "crop_px": 64, "size_px": 64, "n_frames": 16, "mask_outside_cell": True,
+    "frame_start": 50, "frame_stop": 141, "frame_step": 10, "frame_scale": 1.0,
+    "compression": "none",
+}
+
+
+class ClipError(ValueError):
+    """Clip cutting cannot proceed (bad parameters, tracks that disagree with the video)."""
+
+
+def clip_parameters(clip_params: Mapping[str, object] | None) -> dict:
+    """The ``clips:`` config section with defaults filled in and checked."""
+    params = {**_DEFAULT_CLIP_PARAMS, **dict(clip_params or {})}
+    unknown = sorted(set(params) - set(_DEFAULT_CLIP_PARAMS))
+    if unknown:
+        raise ClipError(f"unknown clip parameter(s) {unknown}")
+    if params["mode"] not in CLIP_MODES:
+        raise ClipError(f"clip mode must be one of {CLIP_MODES}, got {params['mode']!r}")
+    for key in ("crop_px", "size_px", "n_frames", "frame_step"):
+        if int(params[key]) < 1:
+            raise ClipError(f"clips.{key} must be >= 1, got {params[key]}")
+    if params["frame_stop"] <= params["frame_start"]:
+        raise ClipError("clips.frame_stop must be greater than clips.frame_start")
+    if not 0 < float(params["frame_scale"]) <= 1:
+        raise ClipError("clips.frame_scale must be in (0, 1]")
+    return params
+
+
+def sample_times(first: int, last: int, n: int) -> np.ndarray:
+    """``n`` frame indices spread evenly from ``first`` to ``last`` (repeats if too few)."""
+    return np.round(np.linspace(first, last, n)).astype(np.int64)
+
+
+def crop_window(image: np.ndarray, fill: np.ndarray, x: float, y: float, size: int
+                ) -> np.ndarray:
+    """Square ``size`` window of ``image`` centred on (x, y); outside the image: ``fill``.
+
+    ``fill`` is an image of the same shape (the background), so a window at the edge
+    continues the background instead of turning black.
+    """
+    height, width = image.shape
+    x0 = int(round(x)) - size // 2
+    y0 = int(round(y)) - size // 2
+    xa, xb = max(x0, 0), min(x0 + size, width)
+    ya, yb = max(y0, 0), min(y0 + size, height)
+    if xa == x0 and ya == y0 and xb == x0 + size and yb == y0 + size:
+        return image[y0 : y0 + size, x0 : x0 + size].copy()
+    # pad by edge replication of the background where the window leaves the frame
+    out = np.empty((size, size), dtype=image.dtype)
+    ys = np.clip(np.arange(y0, y0 + size), 0, height - 1)
+    xs = np.clip(np.arange(x0, x0 + size), 0, width - 1)
+    out[:] = fill[np.ix_(ys, xs)]
+    if xb > xa and yb > ya:
+        out[ya - y0 : yb - y0, xa - x0 : xb - x0] = image[ya:yb, xa:xb]
+    return out
+
+
+def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize to (width, height); area averaging when shrinking (no aliasing)."""
+    if image.shape[1] == size[0] and image.shape[0] == size[1]:
+        return image
+    shrink = size[0] < image.shape[1]
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def plan_track_clips(
+    table: pd.DataFrame,
+    summary: pd.DataFrame,
+    frame_size: tuple[int, int],
+    n_frames: int,
+    border_margin_px: int,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Which frames each kept track's clip uses, and where the cell is in each.
+
+    Returns
+    -------
+    plan : one row per (clip, time step): ``slot`` (row of the clip in the file),
+        ``t``, ``frame``, ``x``, ``y`` (interpolated over missed frames).
+    clips : one row per clip: ``track_id``, ``first_frame``, ``last_frame`` and the
+        summary's velocity and distances.
+    """
+    from rbcflow.track import inside_mask
+
+    kept = summary[summary["status"] == "kept"].sort_values("entry_frame", kind="stable")
+    table = table[table["track_id"].isin(kept["track_id"])]
+    table = table[inside_mask(table, frame_size, border_margin_px)]
+    by_track = {tid: g.sort_values("frame") for tid, g in table.groupby("track_id")}
+    plan_parts, clip_rows = [], []
+    for _, row in kept.iterrows():
+        g = by_track.get(row["track_id"])
+        if g is None or len(g) < 2:
+            continue
+        f = g["frame"].to_numpy()
+        times = sample_times(int(f[0]), int(f[-1]), n_frames)
+        slot = len(clip_rows)
+        plan_parts.append(pd.DataFrame({
+            "slot": slot, "t": np.arange(n_frames), "frame": times,
+            "x": np.interp(times, f, g["x"].to_numpy()),
+            "y": np.interp(times, f, g["y"].to_numpy()),
+        }))
+        clip_rows.append({
+            "track_id": int(row["track_id"]), "first_frame": int(f[0]),
+            "last_frame": int(f[-1]), "velocity_mm_s": float(row["velocity_mm_s"]),
+            "centerline_distance_um": float(row["centerline_distance_um"]),
+            "flight_distance_px": float(row["flight_distance_px"]),
+        })
+    plan = (pd.concat(plan_parts, ignore_index=True) if plan_parts
+            else pd.DataFrame(columns=["slot", "t", "frame", "x", "y"]))
+    plan = plan.sort_values(["frame", "slot", "t"], kind="stable").reset_index(drop=True)
+    return plan, pd.DataFrame(clip_rows, columns=[
+        "track_id", "first_frame", "last_frame", "velocity_mm_s", "centerline_distance_um",
+        "flight_distance_px"])
+
+
+def _grown(mask: np.ndarray) -> np.ndarray:
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * MASK_GROW_PX + 1,) * 2)
+    return cv2.dilate(mask, kernel)
+
+
+def cut_track_clips(
+    reader,
+    background,
+    plan: pd.DataFrame,
+    n_clips: int,
+    params: Mapping[str, object],
+    detect_params,
+) -> np.ndarray:
+    """Cut the planned crops in one pass over ``reader``; returns (N, T, S, S) uint8."""
+    from rbcflow.detect import background_band, band_mask, blobs_from_mask, select_blob
+
+    crop, size, n_t = int(params["crop_px"]), int(params["size_px"]), int(params["n_frames"])
+    mask_cells = bool(params["mask_outside_cell"])
+    out = np.zeros((n_clips, n_t, size, size), dtype=np.uint8)
+    if plan.empty:
+        return out
+    frames = plan["frame"].to_numpy()
+    slots, ts = plan["slot"].to_numpy(), plan["t"].to_numpy()
+    xs, ys = plan["x"].to_numpy(), plan["y"].to_numpy()
+    first, last = int(frames[0]), int(frames[-1])
+    pos = 0
+    seen = set()
+    # the masks must be the blobs the tracker saw: same band, same blur of the frame
+    sigma = detect_params.blur_sigma or float(background.params.get("blur_sigma", 0.0))
+    bands: dict[int, object] = {}
+    bg_u8: dict[int, np.ndarray] = {}
+    for index, frame in reader.frames(first, last + 1):
+        if pos >= len(frames):
+            break
+        if frames[pos] != index:
+            continue
+        stop = int(np.searchsorted(frames, index, side="right"))
+        k_bg = background.index_at(index)
+        if k_bg not in bg_u8:
+            bg_u8[k_bg] = np.clip(np.rint(background.images[k_bg]), 0, 255).astype(np.uint8)
+        bg = bg_u8[k_bg]
+        if mask_cells:
+            if k_bg not in bands:
+                bands[k_bg] = background_band(background.images[k_bg], detect_params)
+            rows, blobs = blobs_from_mask(band_mask(frame, bands[k_bg], sigma), frame,
+                                          detect_params, with_masks=True)
+        for k in range(pos, stop):
+            x, y = xs[k], ys[k]
+            window = crop_window(frame, bg, x, y, crop)
+            if mask_cells:
+                keep = np.zeros(frame.shape, np.uint8)
+                b = select_blob(blobs, rows, x, y)
+                if b is not None and np.hypot(rows[b, 0] - x, rows[b, 1] - y) <= crop / 2:
+                    blob = blobs[b]
+                    h, w = blob.mask.shape
+                    keep[blob.y : blob.y + h, blob.x : blob.x + w] = blob.mask
+                keep = crop_window(_grown(keep), np.zeros_like(keep), x, y, crop)
+                window = np.where(keep > 0, window, crop_window(bg, bg, x, y, crop))
+            out[slots[k], ts[k]] = _resize(window, (size, size))
+            seen.add((int(slots[k]), int(ts[k])))
+        pos = stop
+    if len(seen) < len(frames):
+        missing = sorted({int(frames[k]) for k in range(len(frames))
+                          if (int(slots[k]), int(ts[k])) not in seen})
+        raise ClipError(f"{reader.path}: frame(s) {missing[:5]} of the tracks could not be read")
+    return out
+
+
+def cut_frame_clip(reader, background, params: Mapping[str, object], detect_params
+                   ) -> np.ndarray | None:
+    """Seed 000's clip: foreground overlay of whole frames; None if the video is too short."""
+    from rbcflow.detect import foreground_mask
+
+    wanted = list(range(int(params["frame_start"]), int(params["frame_stop"]),
+                       int(params["frame_step"])))
+    scale = float(params["frame_scale"])
+    clip = None
+    got = 0
+    for index, frame in reader.frames(wanted[0], wanted[-1] + 1):
+        if index not in wanted:
+            continue
+        mask = foreground_mask(frame, background.image_at(index), detect_params)
+        overlay = cv2.bitwise_and(frame, frame, mask=mask)
+        if scale != 1.0:
+            size = (max(1, round(frame.shape[1] * scale)), max(1, round(frame.shape[0] * scale)))
+            overlay = _resize(overlay, size)
+        if clip is None:
+            clip = np.zeros((len(wanted), *overlay.shape), dtype=np.uint8)
+        clip[wanted.index(index)] = overlay
+        got += 1
+    return clip if got == len(wanted) else None
+
+
+def _qc_table(summary: pd.DataFrame, extra: Mapping[str, int]) -> pd.DataFrame:
+    counts = summary["status"].value_counts() if len(summary) else pd.Series(dtype=int)
+    rows = [{"reason": r, "count": int(counts.get(r, 0))} for r in REJECTION_REASONS]
+    rows += [{"reason": r, "count": int(c)} for r, c in extra.items()]
+    rows.append({"reason": "kept", "count": int(counts.get("kept", 0))})
+    return pd.DataFrame(rows, columns=["reason", "count"])
+
+
+def cut_clips(
+    video_path: str | Path,
+    background_npz: str | Path,
+    tracks_parquet: str | Path,
+    tracks_summary_tsv: str | Path,
+    out_h5: str | Path,
+    out_qc_tsv: str | Path,
+    sample_info: Mapping[str, object],
+    clip_params: Mapping[str, object],
+    detect_params: Mapping[str, object],
+    source_sha256: str | None = None,
+) -> int:
+    """Cut the clips of one recording into its HDF5 clip file; returns the clip count.
+
+    Parameters
+    ----------
+    video_path, background_npz, tracks_parquet, tracks_summary_tsv : inputs (the
+        recording, its background, its tracks table and track summary).
+    out_h5 : clip file (``rbcflow.clipstore`` layout), written atomically.
+    out_qc_tsv : tracks per rejection reason (``reason``, ``count``); ``kept`` counts
+        the tracks that became clips.
+    sample_info : the sample-sheet row (``sample``, ``donor``, ``condition``, ``focus``,
+        ``session``, ...).
+    clip_params : the ``clips:`` config section.
+    detect_params : the ``detect:`` config section (the cell masks).
+    source_sha256 : SHA-256 of the recording if already known (else computed).
+
+    Notes
+    -----
+    In ``frame`` mode the clip's ``track_id`` is the one kept track seen in the frame
+    window, or -1 when there are none or several (then velocity and distances are the
+    mean over the kept tracks in the window, NaN when none).
+    """
+    from rbcflow.background import load_background
+    from rbcflow.detect import DetectParams
+    from rbcflow.io.video import open_video
+    from rbcflow.provenance import sha256_file
+
+    params = clip_parameters(clip_params)
+    detect = DetectParams(**dict(detect_params))
+    sample = str(sample_info["sample"])
+    table, meta = read_tracks(tracks_parquet)
+    summary = pd.read_csv(tracks_summary_tsv, sep="\t")
+    background = load_background(background_npz)
+    extra: dict[str, int] = {}
+    with open_video(video_path) as reader:
+        frame_size = tuple(meta.get("frame_size") or (reader.width, reader.height))
+        if tuple(frame_size) != (reader.width, reader.height):
+            raise ClipError(f"{tracks_parquet}: tracks were made on {frame_size[0]}x"
+                            f"{frame_size[1]} frames, {video_path} is "
+                            f"{reader.width}x{reader.height}")
+        if params["mode"] == "track":
+            margin = int(meta.get("track", {}).get("border_margin_px", 2))
+            plan, clip_rows = plan_track_clips(table, summary, frame_size,
+                                               int(params["n_frames"]), margin)
+            clips = cut_track_clips(reader, background, plan, len(clip_rows), params, detect)
+        else:
+            clip = cut_frame_clip(reader, background, params, detect)
+            clip_rows = _frame_clip_row(summary, params)
+            if clip is None:
+                extra["video_too_short"] = 1
+                clip_rows = clip_rows.iloc[:0]
+                scale = float(params["frame_scale"])
+                n_t = len(range(int(params["frame_start"]), int(params["frame_stop"]),
+                                int(params["frame_step"])))
+                clips = np.zeros((0, n_t, max(1, round(reader.height * scale)),
+                                  max(1, round(reader.width * scale))), dtype=np.uint8)
+            else:
+                clips = clip[None]
+    table_out = _clip_table(clip_rows, sample_info, sample)
+    attrs = {
+        "source_sha256": source_sha256 or sha256_file(video_path),
+        "source_path": str(video_path),
+        "sample": sample,
+        "params": {"clips": params, "detect": dict(detect_params),
+                   "track": meta.get("track", {})},
+    }
+    write_clip_file(out_h5, clips, table_out, attrs=attrs, compression=str(params["compression"]),
+                    clip_shape=tuple(clips.shape[1:]))
+    qc = _qc_table(summary, extra)
+    with atomic_path(out_qc_tsv) as tmp:
+        qc.to_csv(tmp, sep="\t", index=False)
+    log.info("%s: %d clips (%s)", sample, len(table_out),
+             ", ".join(f"{r} {c}" for r, c in zip(qc["reason"], qc["count"], strict=True)))
+    return len(table_out)
+
+
+def _frame_clip_row(summary: pd.DataFrame, params: Mapping[str, object]) -> pd.DataFrame:
+    start, stop = int(params["frame_start"]), int(params["frame_stop"]) - 1
+    kept = summary[(summary["status"] == "kept") & (summary["entry_frame"] <= stop)
+                   & (summary["exit_frame"] >= start)]
+    row = {
+        "track_id": int(kept["track_id"].iloc[0]) if len(kept) == 1 else -1,
+        "first_frame": start, "last_frame": stop,
+        "velocity_mm_s": float(kept["velocity_mm_s"].mean()) if len(kept) else float("nan"),
+        "centerline_distance_um": (float(kept["centerline_distance_um"].mean())
+                                   if len(kept) else float("nan")),
+        "flight_distance_px": (float(kept["flight_distance_px"].mean())
+                               if len(kept) else float("nan")),
+    }
+    return pd.DataFrame([row])
+
+
+def _clip_table(rows: pd.DataFrame, info: Mapping[str, object], sample: str) -> pd.DataFrame:
+    table = pd.DataFrame({
+        "clip_id": [f"{sample}/{int(t)}" for t in rows["track_id"]],
+        "sample": sample,
+        "donor": str(info.get("donor", "")),
+        "condition": str(info.get("condition", "")),
+        "focus": str(info.get("focus", "")),
+        "session": str(info.get("session", "")),
+        "track_id": rows["track_id"].to_numpy(dtype=np.int64),
+        "first_frame": rows["first_frame"].to_numpy(dtype=np.int64),
+        "last_frame": rows["last_frame"].to_numpy(dtype=np.int64),
+        "velocity_mm_s": rows["velocity_mm_s"].to_numpy(dtype=np.float64),
+        "centerline_distance_um": rows["centerline_distance_um"].to_numpy(dtype=np.float64),
+        "flight_distance_px": rows["flight_distance_px"].to_numpy(dtype=np.float64),
+    })
+    return table[list(CLIP_TABLE_COLUMNS)]
