@@ -120,10 +120,11 @@ def background_band(background: np.ndarray, params: DetectParams) -> Band:
     For integer grey levels ``f`` and a real background ``b``: ``b - f > T`` exactly when
     ``f <= ceil(b - T) - 1``, and ``f - b > T`` exactly when ``f >= floor(b + T) + 1``;
     so the background band is ``[ceil(b - T), floor(b + T)]`` clipped to 0..255, with the
-    side the polarity ignores opened up. The result equals thresholding
-    :func:`difference` but costs one pass over the frame instead of four.
+    side the polarity ignores opened up. For backgrounds within 0..255 (grey levels) the
+    result equals thresholding :func:`difference` but costs one pass over the frame
+    instead of four.
     """
-    b = np.asarray(background, dtype=np.float64)
+    b = np.clip(np.asarray(background, dtype=np.float64), 0, 255)
     t = float(params.threshold)
     lower = np.clip(np.ceil(b - t), 0, 255).astype(np.uint8)
     upper = np.clip(np.floor(b + t), 0, 255).astype(np.uint8)
@@ -189,8 +190,9 @@ def _fragment(contour: np.ndarray) -> _Fragment:
 
 
 def _boxes_touch(a: _Fragment, b: _Fragment, gap: int) -> bool:
-    return (a.x - gap < b.x + b.w and b.x - gap < a.x + a.w
-            and a.y - gap < b.y + b.h and b.y - gap < a.y + a.h)
+    # At most ``gap`` empty pixels between the boxes in x and in y.
+    return (a.x - gap <= b.x + b.w and b.x - gap <= a.x + a.w
+            and a.y - gap <= b.y + b.h and b.y - gap <= a.y + a.h)
 
 
 def _merge(group: list[_Fragment], gap: int) -> _Fragment:

@@ -1,0 +1,236 @@
+"""Blob detection: exactness of the mask, features against geometry, real RT-DC frames."""
+
+from __future__ import annotations
+
+import math
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from rbcflow.detect import (
+    DETECTION_COLUMNS,
+    DetectParams,
+    background_band,
+    band_mask,
+    cell_mask,
+    detect_blobs,
+    detect_blobs_with_masks,
+    difference,
+    foreground_mask,
+)
+
+COL = {name: k for k, name in enumerate(DETECTION_COLUMNS)}
+REAL = sorted(Path("/work/shared/realdata/rtdc").glob("*.zip"))
+
+
+def _ellipse(shape, x, y, a, b, angle_deg):
+    """Pixels whose centres lie in the ellipse (centre x, y; semi-axes a, b; angle from +x
+    towards +y)."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    t = math.radians(angle_deg)
+    u = (xx - x) * math.cos(t) + (yy - y) * math.sin(t)
+    v = -(xx - x) * math.sin(t) + (yy - y) * math.cos(t)
+    return (u / a) ** 2 + (v / b) ** 2 <= 1.0
+
+
+def _scene(seed=0, h=132, w=800, noise=1.5):
+    rng = np.random.default_rng(seed)
+    bg = np.full((h, w), 160.0) + np.linspace(-10, 10, w)[None, :]
+    frame = bg + rng.normal(0, noise, (h, w))
+    return bg.astype(np.float32), frame
+
+
+def _u8(image):
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+def test_band_equals_thresholded_difference():
+    rng = np.random.default_rng(1)
+    frame = rng.integers(0, 256, (40, 50), dtype=np.uint8)
+    background = rng.uniform(0, 255, (40, 50)).astype(np.float32)
+    background[::7, ::3] = np.round(background[::7, ::3])  # integer ties too
+    for polarity in ("dark", "bright", "absolute"):
+        for threshold in (0.0, 2.0, 6.0, 6.5):
+            params = DetectParams(polarity=polarity, threshold=threshold)
+            fast = band_mask(frame, background_band(background, params)) > 0
+            slow = difference(frame, background, polarity) > threshold
+            assert np.array_equal(fast, slow), (polarity, threshold)
+
+
+def test_features_of_an_ellipse_match_its_geometry():
+    bg, frame = _scene()
+    x, y, a, b, angle = 300.3, 60.7, 12.0, 7.0, 30.0
+    inside = _ellipse(frame.shape, x, y, a, b, angle)
+    frame[inside] -= 40
+    rows = detect_blobs(_u8(frame), bg, DetectParams())
+    assert rows.shape == (1, len(DETECTION_COLUMNS)) and rows.dtype == np.float64
+    r = rows[0]
+    assert abs(r[COL["x"]] - x) < 0.3 and abs(r[COL["y"]] - y) < 0.3
+    assert abs(r[COL["area_px"]] - inside.sum()) <= 2
+    assert abs(r[COL["area_px"]] - math.pi * a * b) / (math.pi * a * b) < 0.05
+    assert abs(r[COL["major_px"]] - 2 * a) < 1.0 and abs(r[COL["minor_px"]] - 2 * b) < 1.0
+    assert abs(r[COL["orientation_deg"]] - angle) < 2.0  # +x towards +y (image y down)
+    ys, xs = np.nonzero(inside)
+    assert (r[COL["bbox_x"]], r[COL["bbox_y"]]) == (xs.min(), ys.min())
+    assert (r[COL["bbox_w"]], r[COL["bbox_h"]]) == (np.ptp(xs) + 1, np.ptp(ys) + 1)
+    assert abs(r[COL["brightness"]] - _u8(frame)[inside].mean()) < 0.5
+    # Ramanujan's perimeter of the ellipse gives its exact RT-DC deformation.
+    h = ((a - b) / (a + b)) ** 2
+    perimeter = math.pi * (a + b) * (1 + 3 * h / (10 + math.sqrt(4 - 3 * h)))
+    expected = 1 - 2 * math.sqrt(math.pi * math.pi * a * b) / perimeter
+    assert abs(r[COL["deformation"]] - expected) < 0.015
+
+
+def test_disc_has_near_zero_deformation_and_orientation_range():
+    bg, frame = _scene(seed=2)
+    frame[_ellipse(frame.shape, 100, 60, 10, 10, 0)] -= 30
+    frame[_ellipse(frame.shape, 500, 60, 12, 6, 90)] -= 30
+    rows = detect_blobs(_u8(frame), bg, DetectParams())
+    rows = rows[np.argsort(rows[:, 0])]
+    assert rows[0, COL["deformation"]] < 0.02
+    assert abs(abs(rows[1, COL["orientation_deg"]]) - 90) < 2
+    assert -90 < rows[1, COL["orientation_deg"]] <= 90
+
+
+def test_lighter_centre_is_filled():
+    bg, frame = _scene(seed=3)
+    outer = _ellipse(frame.shape, 400, 66, 11, 11, 0)
+    inner = _ellipse(frame.shape, 400, 66, 6, 6, 0)
+    frame[outer & ~inner] -= 35  # the centre equals the background: a ring in the mask
+    params = DetectParams()
+    rows = detect_blobs(_u8(frame), bg, params)
+    assert len(rows) == 1
+    assert abs(rows[0, COL["area_px"]] - outer.sum()) <= 2
+    mask = foreground_mask(_u8(frame), bg, params)
+    assert mask.dtype == np.uint8 and set(np.unique(mask)) == {0, 1}
+    assert mask[inner].all()
+
+
+def test_small_blobs_are_dropped():
+    bg, frame = _scene(seed=4)
+    small = _ellipse(frame.shape, 100, 60, 3, 3, 0)  # ~29 px
+    large = _ellipse(frame.shape, 300, 60, 5, 4, 0)  # ~63 px
+    frame[small] -= 40
+    frame[large] -= 40
+    params = DetectParams(min_area_px=50)
+    rows = detect_blobs(_u8(frame), bg, params)
+    assert small.sum() < 50 <= large.sum()
+    assert len(rows) == 1 and abs(rows[0, COL["x"]] - 300) < 0.5
+    assert len(detect_blobs(_u8(frame), bg, DetectParams(min_area_px=20))) == 2
+
+
+def test_split_cell_is_rejoined_but_round_neighbours_are_not():
+    bg, frame = _scene(seed=5)
+    ring = _ellipse(frame.shape, 200, 66, 12, 12, 0) & ~_ellipse(frame.shape, 200, 66, 8, 8, 0)
+    ring[:, 199:201] = False  # the rim broken at top and bottom: two thin arcs
+    frame[ring] -= 35
+    frame[_ellipse(frame.shape, 600, 50, 8, 8, 0)] -= 35  # two round cells, 2 px apart
+    frame[_ellipse(frame.shape, 619, 50, 8, 8, 0)] -= 35
+    image = _u8(frame)
+    joined = detect_blobs(image, bg, DetectParams())
+    split = detect_blobs(image, bg, DetectParams(rejoin_split_cells=False, min_area_px=20))
+    left = joined[joined[:, 0] < 400]
+    assert len(left) == 1
+    assert abs(left[0, COL["x"]] - 200) < 0.5 and abs(left[0, COL["y"]] - 66) < 0.5
+    assert left[0, COL["area_px"]] > 0.9 * math.pi * 12 ** 2  # the centre is filled again
+    assert len(split[split[:, 0] < 400]) == 2
+    assert len(joined[joined[:, 0] > 400]) == 2
+
+
+def test_polarity():
+    bg, frame = _scene(seed=6)
+    frame[_ellipse(frame.shape, 200, 60, 8, 8, 0)] -= 30
+    frame[_ellipse(frame.shape, 500, 60, 8, 8, 0)] += 30
+    image = _u8(frame)
+    dark = detect_blobs(image, bg, DetectParams(polarity="dark"))
+    bright = detect_blobs(image, bg, DetectParams(polarity="bright"))
+    both = detect_blobs(image, bg, DetectParams(polarity="absolute"))
+    assert len(dark) == 1 and abs(dark[0, 0] - 200) < 0.5
+    assert len(bright) == 1 and abs(bright[0, 0] - 500) < 0.5
+    assert len(both) == 2
+
+
+def test_empty_frame_and_bad_input():
+    bg, frame = _scene(seed=7)
+    rows = detect_blobs(_u8(frame), bg, DetectParams())
+    assert rows.shape == (0, len(DETECTION_COLUMNS))
+    assert not cell_mask(_u8(frame), bg, DetectParams(), 10, 10).any()
+    with pytest.raises(ValueError, match="polarity"):
+        DetectParams(polarity="darker")
+    with pytest.raises(ValueError, match="shape"):
+        detect_blobs(_u8(frame), bg[:, :-1], DetectParams())
+
+
+def test_cell_mask_picks_the_blob_at_or_nearest_the_point():
+    bg, frame = _scene(seed=8)
+    a = _ellipse(frame.shape, 200, 60, 9, 9, 0)
+    b = _ellipse(frame.shape, 500, 60, 9, 9, 0)
+    frame[a] -= 30
+    frame[b] -= 30
+    image = _u8(frame)
+    assert np.array_equal(cell_mask(image, bg, DetectParams(), 503, 62).astype(bool), b)
+    assert np.array_equal(cell_mask(image, bg, DetectParams(), 250, 10).astype(bool), a)
+    rows, blobs = detect_blobs_with_masks(image, bg, DetectParams())
+    assert len(blobs) == len(rows) == 2
+    for blob, row in zip(blobs, rows, strict=True):
+        assert blob.mask.shape == (row[COL["bbox_h"]], row[COL["bbox_w"]])
+
+
+def _rtdc_events(zip_path: Path, tmp_path: Path):
+    h5py = pytest.importorskip("h5py")
+    import hdf5plugin  # noqa: F401  (registers the zstd filter)
+
+    with zipfile.ZipFile(zip_path) as archive:
+        archive.extractall(tmp_path)
+    rtdc = next(tmp_path.rglob("*.rtdc"))
+    with h5py.File(rtdc, "r") as handle:
+        events = handle["events"]
+        attrs = dict(handle.attrs)
+        images = events["image"][:]
+        masks = events["mask"][:] > 0
+        background = events["image_bg"][:].astype(np.float32) if "image_bg" in events else None
+        pixel = float(attrs["imaging:pixel size"])
+        if "pos_x" in events:
+            pos = np.c_[events["pos_x"][:], events["pos_y"][:]] / pixel
+        else:
+            pos = np.array([np.argwhere(m)[:, ::-1].mean(axis=0) for m in masks])
+        deform = events["deform"][:] if "deform" in events else None
+    return attrs, images, masks, background, pos, deform
+
+
+@pytest.mark.skipif(not REAL, reason="no real RT-DC files")
+@pytest.mark.parametrize("zip_path", REAL, ids=[p.stem for p in REAL])
+def test_real_rtdc_frames_match_the_stored_masks(zip_path, tmp_path):
+    attrs, images, masks, background, pos, deform = _rtdc_events(zip_path, tmp_path)
+    # The parameters are the instrument's own segmentation settings stored in the file:
+    # a negative threshold without absolute difference means "darker than background".
+    threshold = int(attrs.get("online_contour:bin threshold", -6))
+    no_absdiff = bool(attrs.get("online_contour:no absdiff", True))
+    params = DetectParams(
+        polarity="dark" if (no_absdiff and threshold < 0) else "absolute",
+        threshold=float(abs(threshold)),
+        min_area_px=int(attrs.get("online_contour:bin area min", 50)),
+    )
+    if background is None:
+        background = np.broadcast_to(np.median(images, axis=0).astype(np.float32),
+                                     images.shape)
+    ious, deform_errors = [], []
+    for k in range(len(images)):
+        n_objects, _ = cv2.connectedComponents(masks[k].astype(np.uint8))
+        if n_objects - 1 != 1:
+            continue  # only events whose stored mask is a single object
+        ours = cell_mask(images[k], background[k], params, *pos[k]).astype(bool)
+        ious.append((ours & masks[k]).sum() / (ours | masks[k]).sum())
+        if deform is not None and ious[-1] > 0.9:
+            rows = detect_blobs(images[k], background[k], params)
+            nearest = np.argmin(np.hypot(rows[:, 0] - pos[k, 0], rows[:, 1] - pos[k, 1]))
+            deform_errors.append(abs(rows[nearest, COL["deformation"]] - deform[k]))
+    assert ious, "no single-object events"
+    median_iou = float(np.median(ious))
+    print(f"{zip_path.stem}: median IoU {median_iou:.3f} over {len(ious)} events")
+    assert median_iou >= 0.95
+    if deform_errors:  # same definition as RT-DC: close on masks that agree
+        assert float(np.median(deform_errors)) < 0.02
