@@ -1,0 +1,184 @@
+"""Frame readers: every container gives back the frames written, errors name file and frame."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import tifffile
+
+from rbcflow.io.video import (
+    CineReader,
+    FrameFolderReader,
+    OpenCVReader,
+    TiffReader,
+    VideoError,
+    open_video,
+    sample_frames,
+)
+
+H, W, N = 48, 96, 12
+
+
+def _frames(n=N, seed=0):
+    """Smooth random frames (codecs behave as on real images) with a moving dark spot."""
+    rng = np.random.default_rng(seed)
+    base = cv2.GaussianBlur(rng.uniform(60, 200, (H, W)).astype(np.float32), (0, 0), 3)
+    out = []
+    for i in range(n):
+        frame = base + rng.normal(0, 2, (H, W))
+        cv2.circle(frame, (8 + 6 * i, H // 2), 5, 40, -1)
+        out.append(np.clip(np.rint(frame), 0, 255).astype(np.uint8))
+    return out
+
+
+def _write_video(path, frames, fourcc="raw", fps=250.0, color=False):
+    code = 0 if fourcc == "raw" else cv2.VideoWriter_fourcc(*fourcc)
+    writer = cv2.VideoWriter(str(path), cv2.CAP_FFMPEG, code, fps, (W, H), isColor=color)
+    assert writer.isOpened()
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if color else frame)
+    writer.release()
+    return path
+
+
+def _read_all(path):
+    with open_video(path) as reader:
+        return reader, [f for _, f in reader.frames()]
+
+
+@pytest.mark.parametrize(("name", "fourcc"), [("raw.avi", "raw"), ("ffv1.avi", "FFV1"),
+                                              ("ffv1.mkv", "FFV1")])
+def test_lossless_video_is_exact(tmp_path, name, fourcc):
+    frames = _frames()
+    reader, got = _read_all(_write_video(tmp_path / name, frames, fourcc))
+    assert isinstance(reader, OpenCVReader) and reader.reader == "opencv"
+    assert (reader.width, reader.height, reader.n_frames_header) == (W, H, N)
+    assert reader.fps == pytest.approx(250.0)
+    assert len(got) == N and all(g.dtype == np.uint8 and g.ndim == 2 for g in got)
+    assert all(np.array_equal(g, f) for g, f in zip(got, frames, strict=True))
+    assert reader.problems == []
+
+
+def test_mjpg_and_colour_video_become_grey(tmp_path):
+    frames = _frames()
+    _, mjpg = _read_all(_write_video(tmp_path / "m.avi", frames, "MJPG"))
+    _, colour = _read_all(_write_video(tmp_path / "c.avi", frames, "FFV1", color=True))
+    for got in (mjpg, colour):
+        assert len(got) == N and got[0].shape == (H, W)
+        errors = [np.abs(g.astype(int) - f).mean() for g, f in zip(got, frames, strict=True)]
+        assert max(errors) < 3.0  # lossy JPEG / colour round trip, but the same picture
+
+
+def test_frames_window_and_sample_frames(tmp_path):
+    frames = _frames()
+    path = _write_video(tmp_path / "raw.avi", frames)
+    with open_video(path) as reader:
+        window = list(reader.frames(3, 7))
+    assert [i for i, _ in window] == [3, 4, 5, 6]
+    assert all(np.array_equal(f, frames[i]) for i, f in window)
+    picked = sample_frames(path, [9, 2, 5])
+    assert sorted(picked) == [2, 5, 9]
+    assert all(np.array_equal(picked[i], frames[i]) for i in picked)
+    with pytest.raises(VideoError, match=r"raw\.avi.*\[20\]"):
+        sample_frames(path, [1, 20])
+
+
+def test_multipage_tiff_8_and_16_bit(tmp_path):
+    frames = _frames()
+    tifffile.imwrite(tmp_path / "s.tif", np.stack(frames))
+    reader, got = _read_all(tmp_path / "s.tif")
+    assert isinstance(reader, TiffReader) and reader.n_frames_header == N
+    assert all(np.array_equal(g, f) for g, f in zip(got, frames, strict=True))
+    deep = np.stack(frames).astype(np.uint16) << 4  # 12-bit data in 16-bit samples
+    tifffile.imwrite(tmp_path / "deep.tiff", deep)
+    reader, got = _read_all(tmp_path / "deep.tiff")
+    assert reader.dtype == "uint16"
+    assert all(np.array_equal(g, f) for g, f in zip(got, frames, strict=True))
+
+
+def test_png_folder_in_natural_order(tmp_path):
+    frames = _frames()
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, frame in enumerate(frames):
+        cv2.imwrite(str(folder / f"img_{i}.png"), frame)  # img_10 sorts after img_9
+    (folder / "notes.txt").write_text("not a frame")
+    reader, got = _read_all(folder)
+    assert isinstance(reader, FrameFolderReader) and reader.fps is None
+    assert all(np.array_equal(g, f) for g, f in zip(got, frames, strict=True))
+
+
+def test_missing_unsupported_and_corrupt_files(tmp_path):
+    with pytest.raises(VideoError, match="nothere.avi: no such file"):
+        open_video(tmp_path / "nothere.avi")
+    (tmp_path / "x.xyz").write_bytes(b"\0" * 100)
+    with pytest.raises(VideoError, match=r"x\.xyz: unsupported"):
+        open_video(tmp_path / "x.xyz")
+    (tmp_path / "bad.avi").write_bytes(b"not a video" * 50)
+    with pytest.raises(VideoError, match=r"bad\.avi: cannot open"):
+        open_video(tmp_path / "bad.avi")
+    (tmp_path / "bad.tif").write_bytes(b"II*\0garbage" * 10)
+    with pytest.raises(VideoError, match=r"bad\.tif: cannot read as TIFF"):
+        open_video(tmp_path / "bad.tif")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(VideoError, match="empty: zero frames"):
+        open_video(tmp_path / "empty")
+
+
+def test_cine_dispatch_and_error(tmp_path, monkeypatch):
+    path = tmp_path / "rec.cine"
+    path.write_bytes(b"not a cine file" * 20)
+    with pytest.raises(VideoError, match=r"rec\.cine: cannot read as Phantom cine"):
+        open_video(path)
+
+    class FakeCine:  # stands in for pims.Cine: the reader's own logic is what is tested
+        frame_rate = 2000.0
+
+        def __init__(self, name):
+            self.frames = [f.astype(np.uint16) << 4 for f in _frames(3)]
+
+        def __len__(self):
+            return len(self.frames)
+
+        def get_frame(self, i):
+            return self.frames[i]
+
+        def close(self):
+            pass
+
+    import pims
+
+    monkeypatch.setattr(pims, "Cine", FakeCine)
+    reader, got = _read_all(path)
+    assert isinstance(reader, CineReader) and reader.fps == 2000.0
+    assert all(np.array_equal(g, f) for g, f in zip(got, _frames(3), strict=True))
+
+
+def test_size_change_names_the_frame(tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    frames = _frames(4)
+    frames[2] = cv2.resize(frames[2], (W + 8, H))
+    for i, frame in enumerate(frames):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), frame)
+    with open_video(folder) as reader, pytest.raises(VideoError, match="frame 2 is 104x48"):
+        list(reader.frames())
+    pages = _frames(4)
+    tifffile.imwrite(tmp_path / "s.tif", pages[0])
+    tifffile.imwrite(tmp_path / "s.tif", cv2.resize(pages[1], (W, H + 2)), append=True)
+    with open_video(tmp_path / "s.tif") as reader, pytest.raises(VideoError, match="frame 1"):
+        list(reader.frames())
+
+
+def test_truncated_avi_stops_and_reports(tmp_path):
+    path = _write_video(tmp_path / "raw.avi", _frames(20))
+    data = path.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    with open_video(cut) as reader:
+        got = list(reader.frames())
+        assert reader.n_frames_header == 20
+        assert 0 < len(got) < 20
+        assert reader.problems and f"frame {len(got)}" in reader.problems[0]
+        assert str(cut) in reader.problems[0]
