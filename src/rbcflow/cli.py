@@ -186,6 +186,109 @@ def background(
     typer.echo(f"{out / sample}.npz: {settings['method']}, {len(model.images)} image(s)")
 
 
+@app.command()
+def track(
+    sample: str = typer.Argument(..., help="Sample name (a row of the sample sheet)."),
+    config: Path | None = ConfigOption,
+    samples: Path | None = SamplesOption,
+    background_npz: Path | None = typer.Option(
+        None, "--background", help="Background .npz (default <results>/background)."
+    ),
+    out_dir: Path | None = typer.Option(
+        None, "--out-dir",
+        help="Folder for <sample>.parquet, _tracks.tsv (default <results>/tracks).",
+    ),
+) -> None:
+    """Detect and track the cells of one recording (tracks table and per-track summary)."""
+    from rbcflow.io.video import VideoError
+    from rbcflow.track import TrackingError, track_video
+
+    cfg, row = _recording(config, samples, sample)
+    background_npz = background_npz or Path(cfg["results"]) / "background" / f"{sample}.npz"
+    out = out_dir or Path(cfg["results"]) / "tracks"
+    try:
+        summary = track_video(
+            row["path"], background_npz, out / f"{sample}.parquet", out / f"{sample}_tracks.tsv",
+            detect_params=cfg["detect"], track_params=cfg["track"], fps=row["fps"],
+            um_per_px=row["um_per_px"], progress=sys.stderr.isatty(),
+        )
+    except (VideoError, TrackingError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    counts = summary["status"].value_counts().to_dict()
+    typer.echo(f"{out / sample}.parquet: {len(summary)} tracks {counts}")
+
+
+@app.command()
+def clips(
+    sample: str = typer.Argument(..., help="Sample name (a row of the sample sheet)."),
+    config: Path | None = ConfigOption,
+    samples: Path | None = SamplesOption,
+    results: Path | None = typer.Option(
+        None, help="Folder holding background/ and tracks/ (default the config's results)."
+    ),
+    out_dir: Path | None = typer.Option(
+        None, "--out-dir", help="Folder for <sample>.h5 and _qc.tsv (default <results>/clips)."
+    ),
+) -> None:
+    """Cut one recording's clips (one per kept track, or seed 000's frames) into HDF5."""
+    from rbcflow.clips import ClipError, cut_clips
+    from rbcflow.io.video import VideoError
+
+    cfg, row = _recording(config, samples, sample)
+    res = results or Path(cfg["results"])
+    out = out_dir or res / "clips"
+    try:
+        n = cut_clips(
+            row["path"], res / "background" / f"{sample}.npz",
+            res / "tracks" / f"{sample}.parquet", res / "tracks" / f"{sample}_tracks.tsv",
+            out / f"{sample}.h5", out / f"{sample}_qc.tsv", sample_info={"sample": sample, **row},
+            clip_params=cfg["clips"], detect_params=cfg["detect"],
+        )
+    except (VideoError, ClipError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{out / sample}.h5: {n} clips")
+
+
+@app.command()
+def preprocess(
+    video: Path = typer.Argument(..., help="The recording (video file, TIFF, frame folder, cine)."),
+    out: Path = typer.Option(..., "--out", help="Results folder (ingest/, background/, ...)."),
+    config: Path | None = ConfigOption,
+    sample: str | None = typer.Option(None, help="Sample name (default: from the file name)."),
+    donor: str = typer.Option("unknown"),
+    condition: str = typer.Option("unknown"),
+    focus: str = typer.Option("in", help="in, above or below."),
+    session: str = typer.Option("unknown"),
+    fps: float | None = typer.Option(None, help="Frame rate (default: the file's header)."),
+    um_per_px: float = typer.Option(..., "--um-per-px", help="Micrometres per pixel."),
+) -> None:
+    """Run ingest, background, tracking and clips on one recording, as the workflow does."""
+    from rbcflow.clips import ClipError
+    from rbcflow.io.video import VideoError
+    from rbcflow.preprocess import preprocess_video
+    from rbcflow.track import TrackingError
+
+    cfg = _config(config)
+    info = {"sample": sample, "donor": donor, "condition": condition, "focus": focus,
+            "session": session, "fps": fps, "um_per_px": um_per_px}
+    try:
+        if fps is None:
+            from rbcflow.io.video import open_video
+
+            with open_video(video) as reader:
+                info["fps"] = reader.fps
+            if not info["fps"]:
+                raise VideoError(f"{video}: the file declares no frame rate; pass --fps")
+        paths = preprocess_video(video, out, cfg, info)
+    except (VideoError, ClipError, TrackingError, ValueError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    for role, path in paths.items():
+        typer.echo(f"{role}: {path}")
+
+
 def main() -> None:
     app()
 

@@ -289,8 +289,8 @@ def cut_clips(
     """
     from rbcflow.background import load_background
     from rbcflow.detect import DetectParams
+    from rbcflow.ingest import sha256_recording
     from rbcflow.io.video import open_video
-    from rbcflow.provenance import sha256_file
 
     params = clip_parameters(clip_params)
     detect = DetectParams(**dict(detect_params))
@@ -325,7 +325,7 @@ def cut_clips(
                 clips = clip[None]
     table_out = _clip_table(clip_rows, sample_info, sample)
     attrs = {
-        "source_sha256": source_sha256 or sha256_file(video_path),
+        "source_sha256": source_sha256 or sha256_recording(video_path),
         "source_path": str(video_path),
         "sample": sample,
         "params": {"clips": params, "detect": dict(detect_params),
