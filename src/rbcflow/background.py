@@ -296,8 +296,7 @@ def load_background(path: str | Path) -> BackgroundModel:
             start_frames = data["start_frames"]
     except (OSError, KeyError, ValueError) as exc:
         raise ValueError(f"{path}: not a background file ({exc})") from exc
-    method = params.pop("method")
-    return BackgroundModel(method, params, images, start_frames)
+    return BackgroundModel(params["method"], params, images, start_frames)
 
 
 def _label(panel: np.ndarray, text: str) -> np.ndarray:
