@@ -58,6 +58,10 @@ def test_band_equals_thresholded_difference():
             fast = band_mask(frame, background_band(background, params)) > 0
             slow = difference(frame, background, polarity) > threshold
             assert np.array_equal(fast, slow), (polarity, threshold)
+            integer = np.round(background).astype(np.uint8)  # the uint8 fast path
+            fast = band_mask(frame, background_band(integer, params)) > 0
+            slow = difference(frame, integer, polarity) > threshold
+            assert np.array_equal(fast, slow), ("uint8", polarity, threshold)
 
 
 def test_features_of_an_ellipse_match_its_geometry():

@@ -124,10 +124,16 @@ def background_band(background: np.ndarray, params: DetectParams) -> Band:
     result equals thresholding :func:`difference` but costs one pass over the frame
     instead of four.
     """
-    b = np.clip(np.asarray(background, dtype=np.float64), 0, 255)
     t = float(params.threshold)
-    lower = np.clip(np.ceil(b - t), 0, 255).astype(np.uint8)
-    upper = np.clip(np.floor(b + t), 0, 255).astype(np.uint8)
+    if isinstance(background, np.ndarray) and background.dtype == np.uint8:
+        # Integer background: the band is b -+ floor(T), saturating (a fast path).
+        step = min(int(math.floor(t)), 255)
+        lower = cv2.subtract(background, step)
+        upper = cv2.add(background, step)
+    else:
+        b = np.clip(np.asarray(background, dtype=np.float64), 0, 255)
+        lower = np.clip(np.ceil(b - t), 0, 255).astype(np.uint8)
+        upper = np.clip(np.floor(b + t), 0, 255).astype(np.uint8)
     if params.polarity == "dark":
         upper[:] = 255
     elif params.polarity == "bright":
