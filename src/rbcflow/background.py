@@ -316,7 +316,8 @@ def write_background_qc(
     """QC figure in the style of seed 000 Fig. 2A-C, written atomically as PNG.
 
     Panels, top to bottom: the background; frames overlaid (the frame +- 20 frames,
-    every 5th, differences to the background summed), showing the cells' paths; the
+    every 5th; per pixel the value farthest from the background), showing the cells'
+    paths; the
     foreground mask of the frame; the background-subtracted frame (the frame where the
     mask is set, black elsewhere). Without ``frame_index`` the frame with the largest
     foreground area among the first ``search_frames`` is shown. Returns the frame shown.
@@ -335,7 +336,7 @@ def write_background_qc(
     detect = model.detector(params)
     shown = None
     raw = None
-    total = np.zeros(model.shape, np.float32)
+    overlaid = None
     with open_video(video_path) as reader:
         for index, frame in reader.frames(0, frame_index + 21):
             if index <= frame_index and model.method == "mog2":
@@ -343,7 +344,15 @@ def write_background_qc(
                 if index == frame_index:
                     raw = detect.last_mask
             if index in overlay_at:
-                total += frame.astype(np.float32) - model.image_at(index)
+                # Keep, per pixel, the frame value farthest from the background: every
+                # cell's position shows, the static scene stays as it is.
+                current = frame.astype(np.float32)
+                if overlaid is None:
+                    overlaid = current
+                else:
+                    bg = model.image_at(index)
+                    farther = np.abs(current - bg) > np.abs(overlaid - bg)
+                    overlaid = np.where(farther, current, overlaid)
             if index == frame_index:
                 shown = frame.copy()
     if shown is None:
@@ -357,7 +366,7 @@ def write_background_qc(
     for blob in blobs:
         h, w = blob.mask.shape
         mask[blob.y:blob.y + h, blob.x:blob.x + w] |= blob.mask
-    overlaid = np.clip(background + total, 0, 255).astype(np.uint8)
+    overlaid = np.clip(np.rint(overlaid), 0, 255).astype(np.uint8)
     subtracted = np.where(mask > 0, shown, 0).astype(np.uint8)
     evidence = difference(shown, background, params.polarity)
     panels = [
