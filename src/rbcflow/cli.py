@@ -289,6 +289,31 @@ def preprocess(
         typer.echo(f"{role}: {path}")
 
 
+@app.command()
+def report(
+    config: Path | None = ConfigOption,
+    samples: Path | None = typer.Option(
+        None, "--samples", help="Sample sheet (else the config's, or the simulated demo's)."
+    ),
+    results: Path | None = typer.Option(None, help="Results folder (else the config's)."),
+    out: Path | None = typer.Option(None, help="Report folder (default <results>/report)."),
+) -> None:
+    """Write Table 1, the figures and the self-contained HTML report from the results."""
+    from rbcflow.report import build_report
+
+    cfg = _config(config)
+    sheet_path = samples or Path(cfg["samples"] or Path(cfg["simulate"]["outdir"]) / "samples.tsv")
+    try:
+        # the report reads stage outputs; a moved raw video only drops the pipeline panels
+        sheet = load_sample_sheet(sheet_path, conditions=cfg["conditions"], check_files=False)
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    results_dir = results or Path(cfg["results"])
+    html = build_report(results_dir, cfg, sheet, out or results_dir / "report")
+    typer.echo(f"report: {html}")
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,354 @@
+"""The report: Table 1 equals the metrics files, the page is self-contained, and missing
+optional inputs are stated instead of breaking the report."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from report_fixtures import make_results, write_benchmark
+
+from rbcflow.report import FIGURES, build_report, inputs, tables
+from rbcflow.report import figures as fig
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A fixture results tree and the report built from it (built once: ~6 s)."""
+    root = tmp_path_factory.mktemp("report")
+    data = make_results(root)
+    out = data["results"] / "report"
+    data["index"] = build_report(data["results"], data["config"], data["sheet"], out,
+                                 detect_gpu=False)
+    data["out"] = out
+    return data
+
+
+def _metrics(data, task):
+    return json.loads((data["results"] / "models" / task / "metrics.json").read_text())
+
+
+def test_table1_json_equals_metrics_exactly(built):
+    table = json.loads((built["out"] / "table1.json").read_text())
+    assert [row["task"] for row in table["rows"]] == ["DA", "FA", "GA", "Mix"]
+    for row in table["rows"]:
+        m = _metrics(built, row["task"])
+        for split in ("train", "validation", "test"):
+            assert row[f"{split}_accuracy"] == m["accuracy"][split]
+            assert row[f"{split}_donors"] == m["counts"][split]["donors"]
+            assert row[f"{split}_clips"] == m["counts"][split]["clips"]
+        assert row["test_balanced_accuracy"] == m["test"]["balanced_accuracy"]
+        assert row["test_macro_f1"] == m["test"]["macro_f1"]
+        assert row["test_roc_auc"] == m["test"]["roc_auc"]
+        assert [row["test_accuracy_ci95_low"], row["test_accuracy_ci95_high"]] == \
+            m["test"]["accuracy_ci95"]
+        assert table["sources"][row["task"]]["sha256"]
+
+
+def test_table1_csv_and_markdown_are_the_metrics_in_percent(built):
+    csv = pd.read_csv(built["out"] / "table1.csv")
+    md = (built["out"] / "table1.md").read_text()
+    assert list(csv["task"]) == ["DA", "FA", "GA", "Mix"]
+    for _, row in csv.iterrows():
+        m = _metrics(built, row["task"])
+        for split in ("train", "validation", "test"):
+            # rounded to one decimal of a percent: within half a unit of that decimal
+            assert abs(row[f"{split}_accuracy_pct"] - 100 * m["accuracy"][split]) <= 0.05 + 1e-9
+            assert row[f"{split}_clips"] == m["counts"][split]["clips"]
+        assert abs(row["test_roc_auc"] - m["test"]["roc_auc"]) <= 0.0005 + 1e-12
+        line = next(x for x in md.splitlines() if x.startswith(f"| {row['task']} |"))
+        assert f"| {100 * m['accuracy']['test']:.1f} |" in line
+
+
+def test_seed_table1_values_render_as_in_the_paper(tmp_path):
+    """Seed 000's Table 1 (DA 99.5 / 99 / 98, ...) fed in as metrics comes out unchanged."""
+    paper = {"DA": (0.995, 0.99, 0.98), "FA": (1.0, 0.89, 0.93), "GA": (1.0, 0.89, 0.93),
+             "Mix": (0.985, 0.88, 0.87)}
+    metrics = {t: {"task": t, "negative": ["native"], "positive": [t],
+                   "accuracy": dict(zip(("train", "validation", "test"), v, strict=True))}
+               for t, v in paper.items()}
+    rounded = tables.table1_rounded(tables.table1_exact(metrics))
+    md = tables.to_markdown(tables.table1_display(rounded))
+    assert "| DA | native vs DA | 99.5 | 99.0 | 98.0 |" in md
+    assert "| Mix | native vs Mix | 98.5 | 88.0 | 87.0 |" in md
+    assert rounded["test_macro_f1"].isna().all()  # absent, not invented
+
+
+def test_ablations_csv_equals_metrics(built):
+    ablations = pd.read_csv(built["out"] / "ablations.csv")
+    for _, row in ablations.iterrows():
+        m = _metrics(built, row["task"])
+        assert row["video_test_accuracy"] == m["accuracy"]["test"]
+        assert row["shuffled_time_test_accuracy"] == \
+            m["ablations"]["shuffled_time_test_accuracy"]
+        assert row["single_frame_test_accuracy"] == m["ablations"]["single_frame_test_accuracy"]
+        assert row["gain_over_single_frame"] == pytest.approx(
+            m["accuracy"]["test"] - m["ablations"]["single_frame_test_accuracy"])
+
+
+class _Collector(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.images, self.links, self.scripts, self.ids = [], [], 0, []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs.get("src", ""))
+        if tag in ("a", "link") and "href" in attrs:
+            self.links.append(attrs["href"])
+        if tag == "script":
+            self.scripts += 1
+        if "id" in attrs:
+            self.ids.append(attrs["id"])
+
+
+def test_page_is_self_contained(built):
+    text = built["index"].read_text(encoding="utf-8")
+    parser = _Collector()
+    parser.feed(text)
+    assert len(parser.images) == len(FIGURES)  # every figure drawn and embedded
+    assert all(src.startswith("data:image/png;base64,") for src in parser.images)
+    assert parser.scripts == 0
+    assert all(href.startswith("#") and href[1:] in parser.ids for href in parser.links)
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text)
+    for name in FIGURES:
+        png = built["out"] / "figures" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_data_summary_counts_equal_the_stage_outputs(built):
+    summary = pd.read_csv(built["out"] / "data_summary_samples.csv").set_index("sample")
+    for sample, expected in built["expected"].items():
+        for column in ("detections", "tracks", "tracks_kept", "clips"):
+            assert summary.loc[sample, column] == expected[column], (sample, column)
+        assert summary.loc[sample, "rejected: too_short"] == \
+            expected["tracks"] - expected["tracks_kept"]
+    assert summary.loc["D01_native", "truth_cells"] == built["expected"]["D01_native"][
+        "truth_cells"]
+    by_condition = pd.read_csv(built["out"] / "data_summary_conditions.csv")
+    assert list(by_condition["condition"]) == ["native", "DA", "FA", "GA"]
+    assert by_condition["clips"].sum() == summary["clips"].sum()
+    assert (by_condition["donors"] == 4).all()
+
+
+def test_tracking_accuracy_against_truth(built):
+    """Tracks are the true positions plus 0.3 px jitter: no false match, no identity switch."""
+    scores = pd.read_csv(built["out"] / "tracking_accuracy.csv").set_index("sample")
+    assert set(scores.index) == {"D01_native", "D02_DA"}
+    assert (scores["precision"] == 1.0).all()
+    assert (scores["id_switches"] == 0).all()
+    assert (scores["idf1"] > 0.9).all()
+    assert "Tracking accuracy" in built["index"].read_text()
+
+
+def test_runtimes_and_provenance(built):
+    runtimes = pd.read_csv(built["out"] / "runtimes.csv").set_index("rule")
+    # train_model: 4 tasks, each the mean of two repeats (20 s, 22 s)
+    assert runtimes.loc["train_model", "jobs"] == 4
+    assert runtimes.loc["train_model", "wall_s_total"] == pytest.approx(84.0)
+    assert runtimes.loc["simulate_dataset", "jobs"] == 1
+    record = json.loads((built["out"] / "provenance.json").read_text())
+    assert record["config"]["seed"] == built["config"]["seed"]
+    assert len(record["data"]) == 16
+    assert record["data"][0]["sha256"].startswith("0000")
+    if record["lock_file"]:
+        assert len(record["lock_sha256"]) == 64
+
+
+def test_consistency_check_catches_a_wrong_metric(built, tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(built["results"], results, ignore=shutil.ignore_patterns("report"))
+    path = results / "models" / "FA" / "metrics.json"
+    metrics = json.loads(path.read_text())
+    metrics["accuracy"]["test"] = 0.5
+    path.write_text(json.dumps(metrics))
+    index = build_report(results, built["config"], built["sheet"], results / "report",
+                         detect_gpu=False)
+    text = index.read_text()
+    assert "FA: test accuracy = predictions.tsv failed" in text
+    assert text.count("badge bad") == 1
+
+
+def test_missing_optional_inputs_are_stated(built, tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(built["results"], results, ignore=shutil.ignore_patterns("report"))
+    for folder in ("benchmarks", "background", "clips", "splits"):
+        shutil.rmtree(results / folder)
+    (results / "models" / "GA" / "metrics.json").unlink()
+    sheet = built["sheet"].assign(truth="")
+    index = build_report(results, built["config"], sheet, results / "report", detect_gpu=False)
+    text = index.read_text()
+    assert "No metrics.json for task(s) GA" in text
+    assert "no runtimes" in text
+    assert "no ground truth" in text
+    assert "Pipeline panels: not shown" in text
+    assert "Example clips: not shown, no clip files" in text
+    assert "No results/splits/DA.tsv" in text
+    table = json.loads((results / "report" / "table1.json").read_text())
+    assert [r["task"] for r in table["rows"]] == ["DA", "FA", "Mix"]
+    # declared figures exist even without their data (a placeholder says why)
+    assert all((results / "report" / "figures" / f"{n}.png").is_file() for n in FIGURES)
+    assert not (results / "report" / "tracking_accuracy.csv").exists()
+
+
+def test_tracking_scores_given_as_a_dict_are_shown(built, tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(built["results"], results, ignore=shutil.ignore_patterns("report"))
+    sheet = built["sheet"].assign(truth="")
+    scores = {"D03_GA": {"idf1": 0.8125, "mota": 0.75, "recall": 0.9, "precision": 0.95}}
+    build_report(results, built["config"], sheet, results / "report", tracking_eval=scores,
+                 detect_gpu=False)
+    table = pd.read_csv(results / "report" / "tracking_accuracy.csv")
+    assert table.loc[0, "sample"] == "D03_GA" and table.loc[0, "condition"] == "GA"
+    assert table.loc[0, "idf1"] == 0.8125
+    assert "0.812" in (results / "report" / "index.html").read_text()
+
+
+def test_report_is_deterministic(built, tmp_path):
+    out = tmp_path / "again"
+    build_report(built["results"], built["config"], built["sheet"], out, detect_gpu=False)
+    for name in ("table1.json", "table1.csv", "table1.md", "ablations.csv",
+                 "data_summary_samples.csv"):
+        assert (out / name).read_bytes() == (built["out"] / name).read_bytes(), name
+    for name in FIGURES:
+        assert (out / "figures" / f"{name}.png").read_bytes() == \
+            (built["out"] / "figures" / f"{name}.png").read_bytes(), name
+
+
+def test_cli_report(built, tmp_path):
+    from typer.testing import CliRunner
+
+    from rbcflow.cli import app
+
+    config = tmp_path / "config.yaml"
+    config.write_text(f"results: {built['results']}\nseed: {built['config']['seed']}\n")
+    out = tmp_path / "cli_report"
+    result = CliRunner().invoke(app, [
+        "report", "--config", str(config), "--samples", str(built["root"] / "samples.tsv"),
+        "--out", str(out),
+    ])
+    assert result.exit_code == 0, result.output
+    assert (out / "index.html").is_file()
+    assert (out / "table1.csv").read_bytes() == (built["out"] / "table1.csv").read_bytes()
+
+
+# --- pure functions ----------------------------------------------------------------------
+
+
+def test_superimpose_keeps_dark_and_bright_cells():
+    frames = np.full((3, 4, 4), 100.0)
+    frames[0, 1, 1] = 40.0   # dark cell in frame 0
+    frames[2, 2, 3] = 190.0  # bright cell in frame 2
+    frames[1, 1, 1] = 70.0   # less dark than frame 0 at the same pixel
+    out = fig.superimpose(frames, 100.0)
+    assert out[1, 1] == 40.0 and out[2, 3] == 190.0 and out[0, 0] == 100.0
+
+
+def test_foreground_mask_polarity():
+    background = np.full((2, 2), 100.0)
+    frame = np.array([[90.0, 110.0], [100.0, 95.0]])
+    assert fig.foreground_mask(frame, background, 6, "dark").tolist() == [[True, False],
+                                                                          [False, False]]
+    assert fig.foreground_mask(frame, background, 6, "bright").tolist() == [[False, True],
+                                                                            [False, False]]
+    assert fig.foreground_mask(frame, background, 6, "absolute").sum() == 2
+
+
+def test_confounder_separability_against_theory():
+    rng = np.random.default_rng(0)
+    n = 400
+    condition = np.where(np.arange(n) < n // 2, "native", "DA")
+    clips = pd.DataFrame({
+        "condition": condition,
+        # independent of the class: AUC near 0.5
+        "centerline_distance_um": rng.uniform(0, 10, n),
+        # perfectly separating: AUC 1 (or 0)
+        "flight_distance_px": np.where(condition == "DA", 100.0, 50.0) + rng.uniform(0, 1, n),
+        "velocity_mm_s": rng.normal(1, 0.1, n),
+    })
+    table = tables.confounder_separability(
+        clips, [{"name": "DA", "negative": ["native"], "positive": ["DA"]}]
+    ).set_index("variable")
+    assert table.loc["flight_distance_px", "separability"] == 1.0
+    assert abs(table.loc["centerline_distance_um", "roc_auc"] - 0.5) < 0.1
+
+
+def test_split_audit_counts():
+    splits = pd.DataFrame({
+        "clip_id": [f"s{i}" for i in range(6)],
+        "sample": ["a", "a", "b", "c", "c", "d"],
+        "donor": ["D1", "D1", "D2", "D3", "D3", "D4"],
+        "session": ["S1"] * 6, "focus": ["in", "above", "in", "in", "below", "in"],
+        "condition": ["native", "native", "DA", "native", "DA", "DA"],
+        "split": ["train", "train", "train", "test", "test", "validation"],
+    })
+    audit = tables.split_audit_table(splits)
+    assert list(audit["split"]) == ["train", "train", "validation", "test", "test"]
+    row = audit[(audit["split"] == "train") & (audit["condition"] == "native")].iloc[0]
+    assert (row["clips"], row["donors"], row["focus in"], row["focus above"]) == (2, 1, 1, 1)
+
+
+def test_benchmarks_in_both_layouts(tmp_path):
+    write_benchmark(tmp_path / "benchmarks" / "render_report.tsv", [2.0])
+    write_benchmark(tmp_path / "benchmarks" / "cut_clips" / "S1.tsv", [1.0, 3.0])
+    table = inputs.read_benchmarks(tmp_path).set_index("rule")
+    assert table.loc["render_report", "job"] == ""
+    assert table.loc["cut_clips", "job"] == "S1"
+    assert table.loc["cut_clips", "s"] == 2.0  # repeats averaged
+
+
+def test_dvc_lock_hashes(tmp_path):
+    lock = tmp_path / "dvc.lock"
+    lock.write_text(
+        "schema: '2.0'\nstages:\n  demo:\n    cmd: snakemake\n    deps:\n"
+        "    - path: data/demo\n      hash: md5\n      md5: abc123.dir\n    outs:\n"
+        "    - path: results/report\n      hash: md5\n      md5: def456.dir\n"
+    )
+    entries = inputs.read_dvc_lock(lock)
+    assert [(e["path"], e["md5"]) for e in entries] == [
+        ("data/demo", "abc123.dir"), ("results/report", "def456.dir")]
+    assert inputs.read_dvc_lock(tmp_path / "absent.lock") == []
+
+
+def test_background_for_frame_picks_the_window():
+    images = np.stack([np.full((2, 2), v, np.float32) for v in (1, 2, 3)])
+    starts = np.array([0, 10, 20])
+    assert [inputs.background_for_frame(images, starts, f)[0, 0] for f in (0, 9, 10, 25)] == \
+        [1, 1, 2, 3]
+
+
+def test_malformed_input_names_the_file(tmp_path):
+    path = tmp_path / "models" / "DA"
+    path.mkdir(parents=True)
+    (path / "history.csv").write_text("epoch,accuracy\n1,0.5\n")
+    with pytest.raises(inputs.ReportInputError, match="history.csv.*val_accuracy"):
+        inputs.read_history(tmp_path, "DA")
+
+
+def test_read_video_frames_streams_the_wanted_frames(tmp_path):
+    from report_fixtures import HEIGHT, WIDTH, write_video
+
+    frames = np.stack([np.full((HEIGHT, WIDTH), 10 * i, np.uint8) for i in range(8)])
+    write_video(tmp_path / "v.avi", frames)
+    got = inputs.read_video_frames(tmp_path / "v.avi", [5, 2])
+    assert sorted(got) == [2, 5]
+    assert got[2].shape == (HEIGHT, WIDTH) and int(got[5].mean()) == 50
+
+
+def test_figure_is_written_atomically(tmp_path):
+    path = fig.save_figure(fig.placeholder_figure("nothing"), tmp_path / "a.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
+
+
+def test_placeholder_reason_reaches_the_page(built):
+    text = built["index"].read_text()
+    assert "not shown" not in text  # the full fixture has every input
+    assert Path(built["out"] / "split_audit.csv").is_file()
