@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= all
 
-.PHONY: demo test lint lock clean-results
+.PHONY: demo test browser lint lock clean-results
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,16 @@ demo: $(VENV)/.installed
 	@echo "Report: $(CURDIR)/results/report/index.html"
 
 ## test: set up, then run the test suite
-test: $(VENV)/.installed
-	$(BIN)/python -m pytest -n 2 --timeout 1200 tests
+test: $(VENV)/.installed browser
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --timeout 1500 tests
+
+# The report's browser test needs Debian's chromium. CI installs it; elsewhere the test
+# is skipped with a message saying how to install it.
+browser:
+	@if [ -n "$$CI" ] && ! command -v chromium >/dev/null 2>&1; then \
+		(apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+		|| echo "could not install chromium: the browser test will be skipped"; \
+	fi
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests workflow benchmarks

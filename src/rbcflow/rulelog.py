@@ -35,3 +35,14 @@ def rule_logging(log_path: str | Path, name: str = "rbcflow") -> Iterator[loggin
             raise
         finally:
             sys.stderr = old_stderr
+
+
+def limit_threads(threads: int) -> None:
+    """Keep a job to the cores Snakemake gave it (OpenCV would otherwise take them all).
+
+    With ``--cores N`` Snakemake runs N single-threaded preprocessing jobs at once; each
+    job spawning a thread per core would oversubscribe the machine.
+    """
+    import cv2
+
+    cv2.setNumThreads(max(1, int(threads)))

@@ -1,8 +1,9 @@
 """Rule cut_clips: one clip per kept track of one recording, into HDF5."""
 
-from rbcflow.rulelog import rule_logging
+from rbcflow.rulelog import limit_threads, rule_logging
 
 with rule_logging(snakemake.log[0]):
+    limit_threads(snakemake.threads)
     from rbcflow.clips import cut_clips
 
     cut_clips(

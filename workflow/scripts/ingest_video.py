@@ -1,8 +1,9 @@
 """Rule ingest_video: metadata JSON and contact sheet of one recording."""
 
-from rbcflow.rulelog import rule_logging
+from rbcflow.rulelog import limit_threads, rule_logging
 
 with rule_logging(snakemake.log[0]):
+    limit_threads(snakemake.threads)
     from rbcflow.ingest import ingest_video
 
     info = snakemake.params.info

@@ -2,9 +2,10 @@
 
 import json
 
-from rbcflow.rulelog import rule_logging
+from rbcflow.rulelog import limit_threads, rule_logging
 
 with rule_logging(snakemake.log[0]):
+    limit_threads(snakemake.threads)
     from rbcflow.background import build_background, save_background, write_background_qc
     from rbcflow.detect import DetectParams
 

@@ -1,8 +1,9 @@
 """Rule track_cells: detect and link the cells of one recording."""
 
-from rbcflow.rulelog import rule_logging
+from rbcflow.rulelog import limit_threads, rule_logging
 
 with rule_logging(snakemake.log[0]):
+    limit_threads(snakemake.threads)
     from rbcflow.track import track_video
 
     info = snakemake.params.info
