@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from rbcflow.config import load_sample_sheet
-from rbcflow.simulate import TRUTH_COLUMNS, VideoSink, simulate_dataset
+from rbcflow.simulate import PRESETS, TRUTH_COLUMNS, VideoSink, simulate_dataset
 from rbcflow.simulate.scenario import plan_dataset, write_video
 
 
@@ -59,7 +59,7 @@ def test_cells_per_condition(tiny):
         truth = pd.read_csv(out / row.truth, sep="\t")
         assert list(truth.columns) == TRUTH_COLUMNS
         counts[row.condition] = counts.get(row.condition, 0) + truth["cell_id"].nunique()
-    assert min(counts.values()) >= 25, counts
+    assert min(counts.values()) >= 28, counts
 
 
 def test_videos_decode_to_truth_frame_count(tiny):
@@ -68,7 +68,8 @@ def test_videos_decode_to_truth_frame_count(tiny):
     for row in raw.itertuples():
         n = _decode_count(out / row.path)
         truth = pd.read_csv(out / row.truth, sep="\t")
-        expected = 110 if row.mode == "triggered" else 420
+        preset = PRESETS["tiny"]
+        expected = preset.clip_frames if row.mode == "triggered" else preset.continuous_frames
         assert n == expected, row.sample
         if len(truth):
             assert truth["frame"].max() < n

@@ -121,8 +121,8 @@ class Preset:
 
 
 PRESETS = {
-    "tiny": Preset(6, 1, 110, "per_condition", 420, 26.0),
-    "demo": Preset(12, 1, 130, "per_donor_condition", 160, 24.0),
+    "tiny": Preset(6, 1, 110, "per_condition", 600, 36.0),
+    "demo": Preset(12, 1, 130, "per_donor_condition", 160, 36.0),
 }
 TRIGGERED_FPS = 1800.0
 CONTINUOUS_FPS = 1000.0
