@@ -95,3 +95,15 @@ def truth_files(wildcards=None):
     if "truth" not in sheet.columns:
         return []
     return [path for path in sheet["truth"] if path]
+
+
+REPORT = f"{RESULTS}/report"
+
+
+def report_figure(name, label):
+    return report(
+        f"{REPORT}/figures/{name}.png",
+        caption=f"../report/{name}.rst",
+        category="Figures",
+        labels={"figure": label},
+    )

@@ -13,30 +13,44 @@ rule render_report:
         tracks=lambda wildcards: expand(
             f"{RESULTS}/tracks/{{sample}}_tracks.tsv", sample=sample_ids()
         ),
+        detections=lambda wildcards: expand(
+            f"{RESULTS}/tracks/{{sample}}.parquet", sample=sample_ids()
+        ),
+        backgrounds=lambda wildcards: expand(
+            f"{RESULTS}/background/{{sample}}.npz", sample=sample_ids()
+        ),
         ingest=lambda wildcards: expand(
             f"{RESULTS}/ingest/{{sample}}.json", sample=sample_ids()
         ),
+        truth=truth_files,
     output:
-        html=f"{RESULTS}/report/index.html",
+        html=report(
+            f"{REPORT}/index.html",
+            caption="../report/report_html.rst",
+            category="Report",
+            labels={"file": "index.html"},
+        ),
         table_csv=report(
-            f"{RESULTS}/report/table1.csv",
+            f"{REPORT}/table1.csv",
             caption="../report/table1.rst",
             category="Table 1",
+            labels={"table": "Table 1"},
         ),
-        table_md=f"{RESULTS}/report/table1.md",
-        table_json=f"{RESULTS}/report/table1.json",
+        table_md=f"{REPORT}/table1.md",
+        table_json=f"{REPORT}/table1.json",
         ablations=report(
-            f"{RESULTS}/report/ablations.csv",
+            f"{REPORT}/ablations.csv",
             caption="../report/ablations.rst",
             category="Table 1",
+            labels={"table": "ablations"},
         ),
-        figures=report(
-            directory(f"{RESULTS}/report/figures"),
-            patterns=["{name}.png"],
-            caption="../report/figures.rst",
-            category="Figures",
-            labels={"figure": "{name}"},
-        ),
+        learning_curves=report_figure("learning_curves", "learning curves"),
+        confusion_matrices=report_figure("confusion_matrices", "confusion matrices"),
+        roc_curves=report_figure("roc_curves", "ROC curves"),
+        per_donor=report_figure("per_donor_accuracy", "per-donor accuracy"),
+        pipeline=report_figure("pipeline_panels", "pipeline panels"),
+        examples=report_figure("example_clips", "example clips"),
+        confounders=report_figure("confounder_check", "confounder check"),
     log:
         f"{RESULTS}/logs/render_report.log",
     benchmark:
