@@ -1,0 +1,306 @@
+"""Training of one model per task: seeds, devices, early stopping, feature cache for `paper`.
+
+``train_task`` reads a split table (``results/splits/<task>.tsv``) and writes into
+``results/models/<task>/``: ``model.keras``, ``history.csv`` and ``train_summary.json``,
+plus ``baseline_frame.keras`` (the single-frame ablation) when ablations are on. With a
+cross-validated split (``fold`` >= 0) one model is trained per fold, under ``fold<k>/``;
+the top-level ``model.keras`` is fold 0's and ``history.csv`` holds every fold.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from rbcflow.dataset import (
+    Augmentation,
+    attach_locations,
+    batch_generator,
+    class_weights,
+    clip_reader,
+    clip_shape,
+    make_dataset,
+)
+from rbcflow.io.atomic import atomic_path, write_text_atomic
+from rbcflow.provenance import provenance_record
+from rbcflow.split import check_disjoint_donors, fold_splits, read_split_table
+
+log = logging.getLogger(__name__)
+
+HISTORY_COLUMNS = ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
+DEFAULT_PARAMS = {
+    "model": "r2plus1d", "weights": "imagenet", "epochs": 40, "batch_size": 16,
+    "learning_rate": 0.001, "patience": 8, "class_weight": True, "augment_flip": True,
+    "augment_shift_px": 2, "augment_brightness": 0.05, "mixed_precision": False,
+}
+
+
+def configure_runtime(seed: int, mixed_precision: bool = False) -> dict[str, object]:
+    """Seed everything, make ops deterministic, and set up a GPU if one is visible.
+
+    GPU memory growth is switched on so TensorFlow does not claim the whole card; mixed
+    precision (float16 compute, float32 weights) is used only on a GPU, where it pays.
+    Returns a description of what was set.
+    """
+    import keras
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialised by an earlier call in this process
+            pass
+    policy = "mixed_float16" if (mixed_precision and gpus) else "float32"
+    if mixed_precision and not gpus:
+        log.info("mixed precision asked for but no GPU is visible; training in float32")
+    keras.mixed_precision.set_global_policy(policy)
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+    return {"gpus": [g.name for g in gpus], "policy": policy, "seed": seed}
+
+
+def _history_frame(history: Mapping[str, list[float]]) -> pd.DataFrame:
+    frame = pd.DataFrame({k: history.get(k, []) for k in HISTORY_COLUMNS[1:]})
+    frame.insert(0, "epoch", np.arange(1, len(frame) + 1))
+    return frame
+
+
+def fit_model(
+    model,
+    train_data,
+    validation_data,
+    epochs: int,
+    patience: int,
+) -> tuple[pd.DataFrame, int, float]:
+    """Fit with early stopping on validation loss, best weights restored.
+
+    Returns the history (one row per epoch, epochs counted from 1), the best epoch and
+    the seconds spent.
+    """
+    import keras
+
+    stop = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=patience, restore_best_weights=True
+    )
+    start = time.perf_counter()
+    result = model.fit(
+        train_data, validation_data=validation_data, epochs=epochs, callbacks=[stop],
+        shuffle=False, verbose=0,  # the dataset shuffles itself, seeded per epoch
+    )
+    seconds = time.perf_counter() - start
+    history = _history_frame(result.history)
+    best_epoch = int(history["val_loss"].idxmin()) + 1 if len(history) else 0
+    return history, best_epoch, seconds
+
+
+def _datasets(located, params, seed, input_shape, read=None):
+    """Training (shuffled, augmented, class-weighted) and validation datasets."""
+    train = located[located["split"] == "train"]
+    validation = located[located["split"] == "validation"]
+    read_train = read["train"] if read else clip_reader(train)
+    read_validation = read["validation"] if read else clip_reader(validation)
+    weights = None
+    if params["class_weight"]:
+        per_class = class_weights(train["label"].to_numpy())
+        weights = np.array([per_class[label] for label in train["label"]], dtype=np.float32)
+    augmentation = None if read else Augmentation.from_params(params)
+    batch = params["batch_size"]
+    train_data = make_dataset(
+        batch_generator(
+            read_train, train["label"].to_numpy(), batch, weights, shuffle=True, seed=seed,
+            augmentation=augmentation,
+        ),
+        input_shape, len(train), batch,
+    )
+    validation_data = make_dataset(
+        batch_generator(read_validation, validation["label"].to_numpy(), batch),
+        input_shape, len(validation), batch,
+    )
+    return train_data, validation_data
+
+
+def cache_features(extractor, located: pd.DataFrame, path: Path, batch_size: int) -> None:
+    """Run the frozen backbone once over the clips and store the features (HDF5).
+
+    One feature block per clip per chunk, so training streams them like the clips.
+    """
+    read = clip_reader(located)
+    shape = tuple(int(d) for d in extractor.output.shape[1:])
+    with h5py.File(path, "w") as h5:
+        data = h5.create_dataset(
+            "features", shape=(len(located), *shape), dtype="float32", chunks=(1, *shape)
+        )
+        for start in range(0, len(located), batch_size):
+            index = np.arange(start, min(start + batch_size, len(located)))
+            clips = read(index).astype(np.float32)[..., None]
+            data[start: start + len(index)] = np.asarray(
+                extractor.predict_on_batch(clips), dtype=np.float32
+            )
+
+
+def _feature_reader(path: Path):
+    def read(index: np.ndarray) -> np.ndarray:
+        order = np.argsort(index)
+        out = np.empty((len(index), *h5_shape), dtype=np.float32)
+        with h5py.File(path, "r") as h5:
+            out[order] = h5["features"][np.sort(index)]
+        return out
+
+    with h5py.File(path, "r") as h5:
+        h5_shape = h5["features"].shape[1:]
+    return read
+
+
+def train_paper(located, params, seed, input_shape, work_dir: Path):
+    """Train seed 000's model: backbone features cached once, the head trained on them."""
+    from rbcflow.models import build_paper, compile_model
+
+    if Augmentation.from_params(params).active:
+        log.info(
+            "paper model: augmentation is not applied (the frozen backbone's features are "
+            "computed once, from the clips as recorded)"
+        )
+    model, extractor, head = build_paper(input_shape, params["weights"])
+    compile_model(head, params["learning_rate"])
+    start = time.perf_counter()
+    readers = {}
+    for split in ("train", "validation"):
+        part = located[located["split"] == split].reset_index(drop=True)
+        cache = work_dir / f".features_{split}.h5"
+        cache_features(extractor, part, cache, params["batch_size"])
+        readers[split] = _feature_reader(cache)
+    cache_seconds = time.perf_counter() - start
+    feature_shape = tuple(int(d) for d in extractor.output.shape[1:])
+    train_data, validation_data = _datasets(located, params, seed, feature_shape, readers)
+    history, best, seconds = fit_model(
+        head, train_data, validation_data, params["epochs"], params["patience"]
+    )
+    for split in ("train", "validation"):
+        (work_dir / f".features_{split}.h5").unlink(missing_ok=True)
+    return model, history, best, seconds + cache_seconds
+
+
+def train_one(located, params, seed, input_shape, model_name: str, work_dir: Path):
+    """Build, compile and fit one model on the located split; return model and history."""
+    import keras
+
+    from rbcflow.models import build_model, compile_model
+
+    keras.utils.set_random_seed(seed)
+    if model_name == "paper":
+        return train_paper(located, params, seed, input_shape, work_dir)
+    model = compile_model(build_model(model_name, input_shape), params["learning_rate"])
+    train_data, validation_data = _datasets(located, params, seed, input_shape)
+    history, best, seconds = fit_model(
+        model, train_data, validation_data, params["epochs"], params["patience"]
+    )
+    return model, history, best, seconds
+
+
+def save_model(model, path: Path) -> None:
+    """Save a model atomically as ``.keras``."""
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+
+
+def train_task(
+    split_tsv: str | Path,
+    clip_files: Sequence[str | Path],
+    out_dir: str | Path,
+    params: Mapping,
+    seed: int = 42,
+    ablations: bool = True,
+    require_disjoint_donors: bool = True,
+) -> dict:
+    """Train the task's model (and the single-frame baseline) from its split table.
+
+    Parameters
+    ----------
+    split_tsv : ``results/splits/<task>.tsv``.
+    clip_files : the clip files holding the split's clips.
+    out_dir : ``results/models/<task>/``.
+    params : the config's ``train`` section (missing keys take the schema defaults).
+    seed : seeds weights, batch order and augmentation; same seed, same model.
+    ablations : also train ``baseline_frame.keras`` (not needed when the model is
+        ``frame`` itself).
+    require_disjoint_donors : refuse a split table in which a donor is in two splits.
+        Switch off only to demonstrate what such a leak does.
+
+    Returns
+    -------
+    The training summary, also written as ``train_summary.json``.
+    """
+    params = {**DEFAULT_PARAMS, **dict(params)}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runtime = configure_runtime(seed, params["mixed_precision"])
+    table = read_split_table(split_tsv)
+    if require_disjoint_donors:
+        check_disjoint_donors(table)
+    located = attach_locations(table, clip_files)
+    input_shape = (*clip_shape(located), 1)
+    n_folds = int(table["fold"].max()) + 1
+    model_name = params["model"]
+    baseline = ablations and model_name != "frame"
+
+    runs = []
+    histories = []
+    for fold in range(max(n_folds, 1)):
+        run_dir = out_dir / f"fold{fold}" if n_folds else out_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
+        run = located.copy()
+        if n_folds:
+            run["split"] = fold_splits(run["fold"].to_numpy(), fold, n_folds)
+        model, history, best, seconds = train_one(
+            run, params, seed, input_shape, model_name, run_dir
+        )
+        save_model(model, run_dir / "model.keras")
+        record = {
+            "fold": fold if n_folds else -1, "epochs_run": len(history), "best_epoch": best,
+            "seconds": round(seconds, 3),
+            "n_train": int((run["split"] == "train").sum()),
+            "n_validation": int((run["split"] == "validation").sum()),
+        }
+        if baseline:
+            frame_model, frame_history, frame_best, frame_seconds = train_one(
+                run, params, seed, input_shape, "frame", run_dir
+            )
+            save_model(frame_model, run_dir / "baseline_frame.keras")
+            record["baseline_frame"] = {
+                "epochs_run": len(frame_history), "best_epoch": frame_best,
+                "seconds": round(frame_seconds, 3),
+            }
+        if n_folds:
+            history.insert(0, "fold", fold)
+            write_text_atomic(run_dir / "history.csv", history.to_csv(index=False))
+        histories.append(history)
+        runs.append(record)
+        log.info("trained %s %s", model_name, json.dumps(record))
+
+    if n_folds:
+        shutil.copyfile(out_dir / "fold0" / "model.keras", out_dir / ".model.keras.part")
+        (out_dir / ".model.keras.part").replace(out_dir / "model.keras")
+    write_text_atomic(out_dir / "history.csv", pd.concat(histories).to_csv(index=False))
+    summary = {
+        "model": model_name,
+        "epochs_run": runs[0]["epochs_run"],
+        "best_epoch": runs[0]["best_epoch"],
+        "seconds": round(sum(r["seconds"] for r in runs), 3),
+        "cv_folds": n_folds,
+        "runs": runs,
+        "input_shape": list(input_shape),
+        "params": params,
+        "runtime": runtime,
+        "provenance": provenance_record(split_tsv=str(split_tsv)),
+    }
+    write_text_atomic(out_dir / "train_summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
