@@ -261,3 +261,72 @@ def test_linker_throughput_is_far_from_the_chain_budget():
     per_frame = (time.perf_counter() - start) / len(frames)
     # the chain's budget is 200 us per frame (5,000 frames/s); the linker may use a fifth
     assert per_frame < 40e-6, f"{per_frame * 1e6:.1f} us per frame"
+
+
+# --- against the simulator's truth, on recordings of the demo preset ---------------------
+
+def _simulated_runs(tmp_path, mode: str, n: int):
+    """Simulate ``n`` demo-preset recordings of ``mode``, track them with the default
+    config; yields (tracks table, summary, truth, frame size)."""
+    from rbcflow.background import build_background, save_background
+    from rbcflow.config import validate_config
+    from rbcflow.simulate.scenario import plan_dataset, write_video
+    from rbcflow.track import read_tracks, track_video
+
+    cfg = validate_config({})
+    specs = [s for s in plan_dataset("demo", seed=2024) if s.mode == mode]
+    # spread over donors and conditions
+    chosen = specs[:: max(1, len(specs) // n)][:n]
+    b = cfg["background"]
+    for spec in chosen:
+        summary = write_video(spec, 2024, tmp_path, "avi_raw")
+        row = summary["row"]
+        video = tmp_path / row["path"]
+        model = build_background(video, b["method"], b["n_frames"], b["blur_sigma"], seed=42)
+        save_background(model, tmp_path / f"{spec.sample}.npz")
+        track_summary = track_video(
+            video, tmp_path / f"{spec.sample}.npz", tmp_path / f"{spec.sample}.parquet",
+            tmp_path / f"{spec.sample}.tsv", cfg["detect"], cfg["track"], row["fps"],
+            row["um_per_px"])
+        table, meta = read_tracks(tmp_path / f"{spec.sample}.parquet")
+        truth = pd.read_csv(tmp_path / row["truth"], sep="\t")
+        yield table, track_summary, truth, tuple(meta["frame_size"])
+
+
+def _pooled(runs, max_distance_px: float = 6.0) -> dict[str, float]:
+    """Metrics of each recording, pooled weighted by truth rows."""
+    results = [evaluate_tracking(t, truth, max_distance_px, frame_size=size)
+               for t, _, truth, size in runs]
+    w = np.array([r["n_truth_rows"] for r in results], dtype=float)
+    wi = np.array([r["n_isolated_rows"] for r in results], dtype=float)
+    pooled = {k: float(np.average([r[k] for r in results], weights=w))
+              for k in ("idf1", "mota", "recall", "precision")}
+    pooled["detection_recall_isolated"] = float(np.average(
+        [r["detection_recall_isolated"] for r in results], weights=wi))
+    pooled["per_video"] = results
+    return pooled
+
+
+@pytest.mark.slow
+def test_triggered_recordings_meet_the_tracking_targets(tmp_path):
+    m = _pooled(list(_simulated_runs(tmp_path, "triggered", 6)))
+    assert m["idf1"] >= 0.95, m
+    assert m["mota"] >= 0.95, m
+    assert m["detection_recall_isolated"] >= 0.98, m
+
+
+@pytest.mark.slow
+def test_continuous_recordings_isolated_cells_are_detected(tmp_path):
+    m = _pooled(list(_simulated_runs(tmp_path, "continuous", 2)))
+    assert m["detection_recall_isolated"] >= 0.98, m
+    # identity metrics on continuous recordings: see the next test
+    assert m["idf1"] > 0.5, m
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "cells queueing in the constriction touch and come out of rbcflow.detect as one blob; "
+    "IDF1 >= 0.90 needs touching cells split in detection (e.g. distance-transform watershed)"))
+def test_continuous_recordings_meet_the_idf1_target(tmp_path):
+    m = _pooled(list(_simulated_runs(tmp_path, "continuous", 2)))
+    assert m["idf1"] >= 0.90, m

@@ -76,6 +76,11 @@ class TrackParams:
         cell lengths (mean major axis) in one frame are a collision.
     merge_area_ratio : a detection larger than this times the track's typical area is
         taken as two merged cells.
+    satellite_area_ratio, satellite_gap_px : a blob smaller than this fraction of a
+        neighbouring blob whose box lies within this gap of the neighbour's box is a
+        satellite (a piece of the cell's bright halo or a split rim that the detector
+        did not re-join); satellites are not linked (track id -1), so they neither start
+        tracks nor make their own cell look like a collision.
     """
 
     max_displacement_px: float = 40.0
@@ -86,6 +91,8 @@ class TrackParams:
     border_margin_px: int = 2
     collision_distance_factor: float = 1.0
     merge_area_ratio: float = 1.7
+    satellite_area_ratio: float = 0.35
+    satellite_gap_px: float = 4.0
 
     def __post_init__(self) -> None:
         if self.flow_direction not in _FLOW_AXES:
@@ -163,9 +170,14 @@ class OnlineLinker:
         """Tracks started so far."""
         return self._next_id
 
+    def _whole(self, row: list[float]) -> bool:
+        m = self.params.border_margin_px
+        return (row[_BX] > m and row[_BY] > m and row[_BX] + row[_BW] < self.width - m
+                and row[_BY] + row[_BH] < self.height - m)
+
     def _new_track(self, row: list[float], frame: int) -> int:
         track = _Track(self._next_id, row[_X], row[_Y], self._flow_v[0], self._flow_v[1],
-                       frame, row[_AREA])
+                       frame, row[_AREA] if self._whole(row) else 0.0)
         self._next_id += 1
         self._active.append(track)
         self.collided[track.id] = False
@@ -181,13 +193,15 @@ class OnlineLinker:
             w = self.velocity_smoothing
             track.vx = w * vx + (1.0 - w) * track.vx
             track.vy = w * vy + (1.0 - w) * track.vy
-        area = row[_AREA]
-        if area > self.params.merge_area_ratio * track.area:
-            # a blob suddenly much larger than this cell: another cell merged into it
-            track.collided = True
-            self.collided[track.id] = True
-        else:
-            track.area = 0.8 * track.area + 0.2 * area
+        if self._whole(row):
+            # only blobs wholly in view say how big the cell is (it enters piece by piece)
+            area = row[_AREA]
+            if track.area > 0 and area > self.params.merge_area_ratio * track.area:
+                # a blob suddenly much larger than this cell: another cell merged into it
+                track.collided = True
+                self.collided[track.id] = True
+            else:
+                track.area = area if track.area <= 0 else 0.8 * track.area + 0.2 * area
         track.x, track.y, track.frame = x, y, frame
         track.n += 1
         # the flow prior follows recent steps of every track (slowly)
@@ -236,6 +250,29 @@ class OnlineLinker:
                 if (a[_X] - b[_X]) ** 2 + (a[_Y] - b[_Y]) ** 2 < reach * reach:
                     self.collided[ids[i]] = True
                     self.collided[ids[j]] = True
+
+    def _check_merged(self, track: _Track, det: list[list[float]], ids: list[int],
+                      cost_row: list[float], frame: int) -> None:
+        """An unmatched track whose candidate blob went to another track: two cells merged.
+
+        While its predicted position stays inside that blob, the track coasts (moves
+        with its velocity, gap not counted), so it can take its cell back when the
+        blob splits instead of ending and leaving the cell to a new track.
+        """
+        merged_into = None
+        for c in range(len(det)):
+            if cost_row[c] < _INFEASIBLE and ids[c] >= 0:
+                merged_into = c
+                track.collided = True
+                self.collided[track.id] = True
+                self.collided[ids[c]] = True
+        if merged_into is None:
+            return
+        d = det[merged_into]
+        dt = frame - track.frame
+        px, py = track.x + track.vx * dt, track.y + track.vy * dt
+        if d[_BX] - 1 <= px <= d[_BX] + d[_BW] + 1 and d[_BY] - 1 <= py <= d[_BY] + d[_BH] + 1:
+            track.x, track.y, track.frame = px, py, frame
 
     @staticmethod
     def _assign(cost: list[list[float]]) -> list[tuple[int, int]]:
@@ -289,7 +326,10 @@ class OnlineLinker:
         n_det = 0 if detections is None else len(detections)
         if n_det == 0:
             return np.zeros(0, dtype=np.int64)
-        det = detections[:, :8].tolist()
+        rows = detections[:, :8].tolist()
+        keep_rows = self._non_satellites(rows) if n_det > 1 else [0]
+        det = [rows[c] for c in keep_rows]
+        n_det = len(det)
         ids = [-1] * n_det
         tracks = self._active
         if tracks:
@@ -301,20 +341,34 @@ class OnlineLinker:
             if len(pairs) < len(tracks):
                 matched = {r for r, _ in pairs}
                 for r, t in enumerate(tracks):
-                    if r in matched:
-                        continue
-                    # a live track whose candidate went to another track: two cells merged
-                    for c in range(n_det):
-                        if cost[r][c] < _INFEASIBLE and ids[c] >= 0:
-                            t.collided = True
-                            self.collided[t.id] = True
-                            self.collided[ids[c]] = True
+                    if r not in matched:
+                        self._check_merged(t, det, ids, cost[r], frame)
         for c in range(n_det):
             if ids[c] < 0:
                 ids[c] = self._new_track(det[c], frame)
         if n_det > 1:
             self._flag_close_pairs(det, ids)
-        return np.array(ids, dtype=np.int64)
+        if len(keep_rows) == len(rows):
+            return np.array(ids, dtype=np.int64)
+        out = np.full(len(rows), -1, dtype=np.int64)
+        out[keep_rows] = ids
+        return out
+
+    def _non_satellites(self, rows: list[list[float]]) -> list[int]:
+        """Indices of the rows that are not satellites of a larger neighbour."""
+        ratio, gap = self.params.satellite_area_ratio, self.params.satellite_gap_px
+        keep = []
+        for i, a in enumerate(rows):
+            satellite = False
+            for j, b in enumerate(rows):
+                if (j != i and a[_AREA] < ratio * b[_AREA]
+                        and a[_BX] <= b[_BX] + b[_BW] + gap and b[_BX] <= a[_BX] + a[_BW] + gap
+                        and a[_BY] <= b[_BY] + b[_BH] + gap and b[_BY] <= a[_BY] + a[_BH] + gap):
+                    satellite = True
+                    break
+            if not satellite:
+                keep.append(i)
+        return keep
 
 
 def link_detections(
