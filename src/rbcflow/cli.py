@@ -314,6 +314,83 @@ def report(
     typer.echo(f"report: {html}")
 
 
+def _task(config: dict, name: str) -> dict:
+    tasks = {task["name"]: task for task in config["tasks"]}
+    if name not in tasks:
+        typer.echo(f"no task {name!r} in the config; tasks: {', '.join(tasks)}", err=True)
+        raise typer.Exit(2)
+    return tasks[name]
+
+
+@app.command()
+def split(
+    clip_files: list[Path] = typer.Argument(..., help="Clip files (results/clips/*.h5)."),
+    task: str = typer.Option(..., help="Task name from the config's `tasks`."),
+    out: Path = typer.Option(..., help="Split table to write (results/splits/<task>.tsv)."),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Split a task's clips by donor (train/validation/test or K folds) with an audit."""
+    from rbcflow.split import SplitError, split_task
+
+    cfg = _config(config)
+    params = cfg["split"]
+    audit = out.with_name(f"{out.stem}_audit.json")
+    try:
+        table = split_task(
+            clip_files, _task(cfg, task), out, audit, train=params["train"],
+            validation=params["validation"], test=params["test"],
+            group_by_session=params["group_by_session"], cv_folds=params["cv_folds"],
+            seed=cfg["seed"],
+        )
+    except SplitError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{out}: {len(table)} clips of {table['donor'].nunique()} donors; audit {audit}")
+
+
+@app.command()
+def train(
+    split_tsv: Path = typer.Argument(..., help="Split table of the task."),
+    clip_files: list[Path] = typer.Argument(..., help="Clip files holding its clips."),
+    out_dir: Path = typer.Option(..., help="Model folder (results/models/<task>)."),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Train the task's model (and the single-frame baseline when ablations are on)."""
+    from rbcflow.train import train_task
+
+    cfg = _config(config)
+    summary = train_task(
+        split_tsv, clip_files, out_dir, cfg["train"], seed=cfg["seed"],
+        ablations=cfg["evaluate"]["ablations"],
+    )
+    typer.echo(
+        f"{out_dir}: {summary['model']} trained {summary['epochs_run']} epochs "
+        f"(best {summary['best_epoch']}) in {summary['seconds']:.1f} s"
+    )
+
+
+@app.command()
+def evaluate(
+    split_tsv: Path = typer.Argument(..., help="Split table of the task."),
+    clip_files: list[Path] = typer.Argument(..., help="Clip files holding its clips."),
+    task: str = typer.Option(..., help="Task name from the config's `tasks`."),
+    model_dir: Path = typer.Option(..., help="Model folder written by `rbcflow train`."),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Evaluate a trained task: metrics.json (Table 1, CIs, ablations), predictions.tsv."""
+    from rbcflow.evaluate import evaluate_task
+
+    cfg = _config(config)
+    metrics = evaluate_task(
+        split_tsv, clip_files, model_dir, _task(cfg, task), cfg["evaluate"], seed=cfg["seed"]
+    )
+    low, high = metrics["test"]["accuracy_ci95"]
+    typer.echo(
+        f"{model_dir}: test accuracy {metrics['accuracy']['test']:.3f} "
+        f"(95% CI {low:.3f}-{high:.3f}, donor bootstrap)"
+    )
+
+
 def main() -> None:
     app()
 
