@@ -1,0 +1,368 @@
+"""Benchmark of the per-recording preprocessing chain (decode, detect, track, crop).
+
+Simulates recordings (rbcflow.simulate) and measures, for uncompressed, MJPG and FFV1
+input:
+
+- bare decode speed (frames/s) of ``rbcflow.io.video``;
+- the chain: ``track_video`` (decode, subtract, threshold, blobs, features, linking) and
+  ``cut_clips`` (decode, crop, mask, resize, HDF5), frames/s and ratio to bare decode,
+  peak RSS of the process that ran it;
+- the seed paper's preprocessing (seed 000: one OpenCV MOG2 model, history 100,
+  varThreshold 10, applied to every frame, every frame and mask kept in RAM, then the
+  bitwise overlay of frames 50..140 step 10): frames/s and peak RSS;
+- trackpy (``locate`` + ``link``) on the same frames: frames/s and IDF1 against truth;
+- IDF1 / MOTA of our tracks against the simulator's truth;
+- two recordings processed by two processes at once versus one after the other.
+
+``--long`` also simulates a 43,300-frame 800 x 150 recording (seed 001's length, 5.2 GB
+of raw frames; it takes a while and needs that much disk) and runs ``preprocess_video``
+on it, reporting its peak RSS.
+
+Every measured step runs in a fresh child process, so each peak RSS is its own. Results
+go to ``benchmarks/results/preprocess_benchmark.{json,md}``.
+
+    python benchmarks/preprocess_benchmark.py --frames 3000 [--long] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+FORMATS = ("avi_raw", "mjpg", "ffv1")
+SEED = 2024
+
+
+# --- recordings -------------------------------------------------------------------------
+
+def simulate_recording(workdir: Path, name: str, geometry: str, n_frames: int,
+                       video_format: str, index: int = 0) -> dict:
+    """One simulated continuous recording; returns its sample-sheet row (absolute paths)."""
+    from rbcflow.simulate.scenario import plan_dataset, write_video
+
+    specs = [s for s in plan_dataset("demo", seed=SEED) if s.mode == "continuous"]
+    base = specs[index % len(specs)]
+    spec = dataclasses.replace(base, sample=name, geometry=geometry, n_frames=n_frames)
+    summary = write_video(spec, SEED, workdir, video_format)
+    row = dict(summary["row"])
+    row["path"] = str(workdir / row["path"])
+    row["truth"] = str(workdir / row["truth"])
+    return row
+
+
+# --- child-process steps (each prints one JSON line) -------------------------------------
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def child_decode(video: str) -> dict:
+    from rbcflow.io.video import open_video
+
+    start = time.perf_counter()
+    n = 0
+    with open_video(video) as reader:
+        for _ in reader.frames():
+            n += 1
+    return {"frames": n, "seconds": time.perf_counter() - start}
+
+
+def child_chain(video: str, outdir: str, row_json: str) -> dict:
+    from rbcflow.background import build_background, save_background
+    from rbcflow.clips import cut_clips
+    from rbcflow.config import validate_config
+    from rbcflow.track import read_tracks, track_video
+    from rbcflow.trackeval import evaluate_tracking
+
+    row = json.loads(row_json)
+    cfg = validate_config({})
+    out = Path(outdir)
+    b = cfg["background"]
+    t0 = time.perf_counter()
+    model = build_background(video, b["method"], b["n_frames"], b["blur_sigma"], seed=cfg["seed"])
+    save_background(model, out / "bg.npz")
+    t1 = time.perf_counter()
+    summary = track_video(video, out / "bg.npz", out / "t.parquet", out / "t.tsv",
+                          cfg["detect"], cfg["track"], row["fps"], row["um_per_px"])
+    t2 = time.perf_counter()
+    n_clips = cut_clips(video, out / "bg.npz", out / "t.parquet", out / "t.tsv", out / "c.h5",
+                        out / "qc.tsv", row, cfg["clips"], cfg["detect"], source_sha256="-")
+    t3 = time.perf_counter()
+    table, meta = read_tracks(out / "t.parquet")
+    result = {"frames": meta["n_frames"], "background_s": t1 - t0, "track_s": t2 - t1,
+              "clips_s": t3 - t2, "n_clips": n_clips, "n_tracks": len(summary)}
+    if row.get("truth"):
+        truth = pd.read_csv(row["truth"], sep="\t")
+        m = evaluate_tracking(table, truth, 6.0, frame_size=tuple(meta["frame_size"]))
+        result.update({k: m[k] for k in ("idf1", "mota", "recall", "precision",
+                                         "detection_recall_isolated")})
+    return result
+
+
+def child_seed(video: str) -> dict:
+    """Seed 000's preprocessing: one MOG2 on every frame, everything kept in RAM."""
+    import cv2
+
+    from rbcflow.io.video import open_video
+
+    cv2.setNumThreads(1)
+    start = time.perf_counter()
+    mog2 = cv2.createBackgroundSubtractorMOG2(history=100, varThreshold=10)
+    frames, masks = [], []
+    with open_video(video) as reader:
+        for _, frame in reader.frames():
+            frames.append(frame)
+            masks.append(mog2.apply(frame))
+    clip = [cv2.bitwise_and(frames[i], frames[i], mask=masks[i])
+            for i in range(50, min(141, len(frames)), 10)]
+    return {"frames": len(frames), "seconds": time.perf_counter() - start,
+            "clip_frames": len(clip)}
+
+
+def child_trackpy(video: str, row_json: str, max_frames: int, our_tracks: str) -> dict:
+    """trackpy locate (dark cells: inverted frames minus background) + link; IDF1 of
+    trackpy's and of our tracks (``our_tracks``) over the same frames."""
+    import trackpy as tp
+
+    from rbcflow.background import build_background
+    from rbcflow.io.video import open_video
+    from rbcflow.trackeval import evaluate_tracking
+
+    tp.quiet()
+    row = json.loads(row_json)
+    model = build_background(video, "median", 100, 4.0, seed=42)
+    bg = model.image_at(0)
+    start = time.perf_counter()
+    parts = []
+    with open_video(video) as reader:
+        for index, frame in reader.frames(0, max_frames):
+            signal = np.clip(bg - frame.astype(np.float32), 0, 255)
+            found = tp.locate(signal, diameter=25, minmass=2000, preprocess=False,
+                              engine="numba" if _has_numba() else "python")
+            found["frame"] = index
+            parts.append(found[["frame", "x", "y"]])
+    located = pd.concat(parts, ignore_index=True)
+    t_locate = time.perf_counter() - start
+    linked = tp.link(located, search_range=40, memory=3)
+    seconds = time.perf_counter() - start
+    truth = pd.read_csv(row["truth"], sep="\t")
+    truth = truth[truth["frame"] < max_frames]
+    tracks = linked.rename(columns={"particle": "track_id"})
+    m = evaluate_tracking(tracks, truth, 6.0, frame_size=(int(frame.shape[1]),
+                                                          int(frame.shape[0])))
+    ours = pd.read_parquet(our_tracks)
+    ours = ours[ours["frame"] < max_frames]
+    m_ours = evaluate_tracking(ours, truth, 6.0, frame_size=(int(frame.shape[1]),
+                                                             int(frame.shape[0])))
+    return {"frames": int(min(max_frames, index + 1)), "seconds": seconds,
+            "locate_s": t_locate, "idf1": m["idf1"], "mota": m["mota"],
+            "ours_same_frames_idf1": m_ours["idf1"], "ours_same_frames_mota": m_ours["mota"]}
+
+
+def _has_numba() -> bool:
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def child_preprocess(video: str, outdir: str, row_json: str) -> dict:
+    from rbcflow.preprocess import preprocess_video
+
+    row = json.loads(row_json)
+    start = time.perf_counter()
+    preprocess_video(video, outdir, {}, {k: row[k] for k in (
+        "sample", "donor", "condition", "focus", "session", "fps", "um_per_px")})
+    return {"seconds": time.perf_counter() - start}
+
+
+CHILDREN = {"decode": child_decode, "chain": child_chain, "seed": child_seed,
+            "trackpy": child_trackpy, "preprocess": child_preprocess}
+
+
+def run_child(step: str, *args: object, background: bool = False):
+    """Run one step in a fresh process pinned to one OpenCV thread; returns its JSON
+    result with ``peak_rss_mb`` (or the Popen when ``background``)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", step,
+           *[str(a) for a in args]]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            text=True)
+    if background:
+        return proc
+    return finish_child(proc)
+
+
+def finish_child(proc: subprocess.Popen) -> dict:
+    _, status, usage = os.wait4(proc.pid, 0)
+    out = proc.stdout.read()
+    err = proc.stderr.read()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"child {proc.args[3:]} failed:\n{err[-3000:]}")
+    result = json.loads(out.strip().splitlines()[-1])
+    result["peak_rss_mb"] = usage.ru_maxrss / 1024.0
+    return result
+
+
+# --- the benchmark ------------------------------------------------------------------------
+
+def benchmark(workdir: Path, n_frames: int, trackpy_frames: int, long_run: bool,
+              long_frames: int) -> dict:
+    results: dict = {"frames": n_frames, "machine": {
+        "python": platform.python_version(), "processor": platform.processor(),
+        "cpu_count": os.cpu_count(), "loadavg_start": os.getloadavg()}, "formats": {}}
+    rows = {}
+    for fmt in FORMATS:
+        t = time.perf_counter()
+        rows[fmt] = simulate_recording(workdir / fmt, "bench", "zigzag", n_frames, fmt)
+        print(f"simulated {fmt} ({time.perf_counter() - t:.0f} s)", flush=True)
+    for fmt, row in rows.items():
+        video = row["path"]
+        entry: dict = {"file_mb": Path(video).stat().st_size / 1e6}
+        entry["decode"] = run_child("decode", video)
+        (workdir / fmt / "out").mkdir(exist_ok=True)
+        entry["chain"] = run_child("chain", video, workdir / fmt / "out", json.dumps(row))
+        entry["seed_mog2"] = run_child("seed", video)
+        entry["trackpy"] = run_child("trackpy", video, json.dumps(row), trackpy_frames,
+                                     workdir / fmt / "out" / "t.parquet")
+        results["formats"][fmt] = _derive(entry)
+        print(fmt, json.dumps(results["formats"][fmt]["summary"]), flush=True)
+
+    # two recordings at once: two processes vs one after the other
+    second = simulate_recording(workdir / "avi_raw2", "bench2", "zigzag", n_frames, "avi_raw",
+                                index=1)
+    pair = [rows["avi_raw"], second]
+    for i in range(len(pair)):
+        (workdir / f"pair{i}").mkdir(exist_ok=True)
+    start = time.perf_counter()
+    for i, row in enumerate(pair):
+        run_child("chain", row["path"], workdir / f"pair{i}", json.dumps(row))
+    sequential = time.perf_counter() - start
+    start = time.perf_counter()
+    procs = [run_child("chain", row["path"], workdir / f"pair{i}", json.dumps(row),
+                       background=True) for i, row in enumerate(pair)]
+    for proc in procs:
+        finish_child(proc)
+    parallel = time.perf_counter() - start
+    results["two_samples"] = {"sequential_s": sequential, "parallel_2_processes_s": parallel,
+                              "speedup": sequential / parallel}
+    print("two samples", json.dumps(results["two_samples"]), flush=True)
+
+    if long_run:
+        t = time.perf_counter()
+        row = simulate_recording(workdir / "long", "long", "constriction", long_frames,
+                                 "avi_raw")
+        sim_s = time.perf_counter() - t
+        res = run_child("preprocess", row["path"], workdir / "long" / "results",
+                        json.dumps(row))
+        res.update({"frames": long_frames, "simulate_s": sim_s,
+                    "file_gb": Path(row["path"]).stat().st_size / 1e9})
+        results["long_recording"] = res
+        print("long", json.dumps(res), flush=True)
+    results["machine"]["loadavg_end"] = os.getloadavg()
+    return results
+
+
+def _derive(entry: dict) -> dict:
+    decode_fps = entry["decode"]["frames"] / entry["decode"]["seconds"]
+    c = entry["chain"]
+    chain_s = c["track_s"] + c["clips_s"]
+    chain_fps = c["frames"] / chain_s
+    seed_fps = entry["seed_mog2"]["frames"] / entry["seed_mog2"]["seconds"]
+    tp_fps = entry["trackpy"]["frames"] / entry["trackpy"]["seconds"]
+    entry["summary"] = {
+        "decode_fps": round(decode_fps),
+        "track_pass_fps": round(c["frames"] / c["track_s"]),
+        "clip_pass_fps": round(c["frames"] / c["clips_s"]),
+        "chain_fps": round(chain_fps),
+        "chain_over_decode": round(chain_fps / decode_fps, 3),
+        "chain_peak_rss_mb": round(c["peak_rss_mb"]),
+        "idf1": round(c.get("idf1", float("nan")), 3),
+        "mota": round(c.get("mota", float("nan")), 3),
+        "seed_mog2_fps": round(seed_fps),
+        "seed_mog2_peak_rss_mb": round(entry["seed_mog2"]["peak_rss_mb"]),
+        "chain_over_seed_mog2": round(chain_fps / seed_fps, 2),
+        "trackpy_fps": round(tp_fps, 1),
+        "trackpy_idf1": round(entry["trackpy"]["idf1"], 3),
+        "ours_idf1_trackpy_frames": round(entry["trackpy"]["ours_same_frames_idf1"], 3),
+        "chain_over_trackpy": round(chain_fps / tp_fps, 1),
+    }
+    return entry
+
+
+def write_markdown(results: dict, path: Path) -> None:
+    lines = [f"# Preprocessing benchmark ({results['frames']} frames, 800 x 132, one core "
+             "per process)", "",
+             "| input | decode f/s | track pass f/s | clip pass f/s | chain f/s | chain/decode "
+             "| peak RSS MB | IDF1 | MOTA | seed MOG2 f/s | seed RSS MB | chain/seed | "
+             "trackpy f/s | trackpy IDF1 | our IDF1, same frames |",
+             "|" + "---|" * 15]
+    for fmt, entry in results["formats"].items():
+        s = entry["summary"]
+        lines.append(f"| {fmt} | {s['decode_fps']} | {s['track_pass_fps']} | "
+                     f"{s['clip_pass_fps']} | {s['chain_fps']} | {s['chain_over_decode']} | "
+                     f"{s['chain_peak_rss_mb']} | {s['idf1']} | {s['mota']} | "
+                     f"{s['seed_mog2_fps']} | {s['seed_mog2_peak_rss_mb']} | "
+                     f"{s['chain_over_seed_mog2']} | {s['trackpy_fps']} | {s['trackpy_idf1']} | "
+                     f"{s['ours_idf1_trackpy_frames']} |")
+    two = results["two_samples"]
+    lines += ["", f"Two recordings: one after the other {two['sequential_s']:.1f} s, two "
+              f"processes at once {two['parallel_2_processes_s']:.1f} s, speed-up "
+              f"{two['speedup']:.2f}."]
+    if "long_recording" in results:
+        lr = results["long_recording"]
+        lines += ["", f"Long recording: {lr['frames']} frames 800 x 150 ({lr['file_gb']:.1f} "
+                  f"GB): preprocess {lr['seconds']:.0f} s, peak RSS {lr['peak_rss_mb']:.0f} MB."]
+    lines += ["", f"Machine: {results['machine']}"]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--child":
+        import cv2
+
+        cv2.setNumThreads(1)
+        step, args = sys.argv[2], sys.argv[3:]
+        if step in ("trackpy",):
+            args = [args[0], args[1], int(args[2]), args[3]]
+        result = CHILDREN[step](*args)
+        result["peak_rss_self_mb"] = _peak_rss_mb()
+        print(json.dumps(result))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--frames", type=int, default=3000, help="frames per test recording")
+    parser.add_argument("--trackpy-frames", type=int, default=300,
+                        help="frames given to trackpy (it is slow)")
+    parser.add_argument("--long", action="store_true",
+                        help="also simulate and preprocess a 43,300-frame 800x150 recording")
+    parser.add_argument("--long-frames", type=int, default=43_300)
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="where recordings are simulated (default: a temporary folder)")
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        results = benchmark(Path(tmp), args.frames, args.trackpy_frames, args.long,
+                            args.long_frames)
+    (args.out / "preprocess_benchmark.json").write_text(json.dumps(results, indent=2))
+    write_markdown(results, args.out / "preprocess_benchmark.md")
+    print(f"wrote {args.out / 'preprocess_benchmark.md'}")
+
+
+if __name__ == "__main__":
+    main()
