@@ -118,10 +118,15 @@ class Preset:
     continuous: str  # "per_condition" (one per condition) or "per_donor_condition"
     continuous_frames: int
     arrival_gap_frames: float
+    # "all": a triggered clip at every focus for every donor and condition; "rotate": one
+    # focus per donor and condition, rotating over donors (fewer files, every focus kept).
+    triggered_focus: str = "all"
 
 
 PRESETS = {
-    "tiny": Preset(6, 1, 110, "per_condition", 600, 36.0),
+    # tiny feeds the end-to-end workflow tests, where every recording costs four jobs:
+    # few files, most cells from continuous recordings.
+    "tiny": Preset(6, 1, 110, "per_donor_condition", 360, 36.0, triggered_focus="rotate"),
     "demo": Preset(12, 1, 130, "per_donor_condition", 160, 36.0),
 }
 TRIGGERED_FPS = 1800.0
@@ -178,7 +183,10 @@ def plan_dataset(
     ]
     specs: list[VideoSpec] = []
     for d, c in pairs:
-        for focus in FOCI:
+        foci = FOCI
+        if p.triggered_focus == "rotate":
+            foci = (FOCI[(int(d.donor[1:]) + conditions.index(c)) % len(FOCI)],)
+        for focus in foci:
             for k in range(p.clips_per_combination):
                 specs.append(
                     VideoSpec(len(specs), f"{d.donor}_{c}_{focus}_t{k + 1}", d, c, focus,
