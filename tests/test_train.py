@@ -1,0 +1,149 @@
+"""Training: streamed input, augmentation, early stopping, determinism, feature cache."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from synthetic_clips import donors_with_both, make_clip_files
+
+from rbcflow.clipstore import read_clips
+from rbcflow.dataset import (
+    Augmentation,
+    attach_locations,
+    batch_generator,
+    class_weights,
+    clip_reader,
+    read_clip_batch,
+)
+from rbcflow.models import load_model
+from rbcflow.split import SplitError, read_split_table, split_task
+from rbcflow.train import train_task
+
+DA = {"name": "DA", "negative": ["native"], "positive": ["DA"]}
+FAST = {
+    "model": "r2plus1d", "epochs": 3, "batch_size": 16, "patience": 5, "weights": None,
+    "augment_flip": True, "augment_shift_px": 1, "augment_brightness": 0.05,
+}
+
+
+@pytest.fixture(scope="module")
+def split_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    files = make_clip_files(root / "clips", donors_with_both(6), clips_per_sample=8, seed=3)
+    split_task(files, DA, root / "DA.tsv", root / "DA_audit.json", 0.5, 0.25, 0.25)
+    return root, files
+
+
+def test_read_clip_batch_keeps_the_requested_order(split_data):
+    root, files = split_data
+    located = attach_locations(read_split_table(root / "DA.tsv"), files)
+    pick = located.iloc[[7, 0, 30, 3, 29]]
+    batch = read_clip_batch(pick["file"].to_numpy(), pick["row"].to_numpy())
+    for i, (_, row) in enumerate(pick.iterrows()):
+        np.testing.assert_array_equal(batch[i], read_clips(row["file"], [row["row"]])[0])
+
+
+def test_batches_shuffle_per_epoch_and_repeat_per_seed(split_data):
+    root, files = split_data
+    located = attach_locations(read_split_table(root / "DA.tsv"), files)
+    labels = np.arange(len(located)) % 2
+    read = clip_reader(located)
+
+    def epoch_orders(seed):
+        generate = batch_generator(read, labels, 8, shuffle=True, seed=seed)
+        return [np.concatenate([y for _, y, _ in generate()]) for _ in range(2)]
+
+    first, second = epoch_orders(1)
+    again = epoch_orders(1)
+    assert not np.array_equal(first, second)
+    np.testing.assert_array_equal(first, again[0])
+    x, y, w = next(batch_generator(read, labels, 8)())
+    assert x.shape == (8, 8, 16, 16, 1) and x.dtype == np.float32
+    np.testing.assert_array_equal(y, labels[:8])
+
+
+def test_augmentation_preserves_content_and_bounds():
+    rng = np.random.default_rng(0)
+    clips = rng.uniform(0, 255, (20, 4, 12, 12)).astype(np.float32)
+    flipped = Augmentation(flip=True).apply(clips, np.random.default_rng(1))
+    same = np.all(flipped == clips, axis=(1, 2, 3))
+    mirrored = np.all(flipped == clips[:, :, ::-1, :], axis=(1, 2, 3))
+    assert np.all(same | mirrored) and same.any() and mirrored.any()
+    shifted = Augmentation(shift_px=2).apply(clips, np.random.default_rng(1))
+    # a shift moves the interior: some offset within +-2 px maps it exactly
+    for i in range(len(clips)):
+        assert any(
+            np.array_equal(shifted[i, :, 2:10, 2:10], clips[i, :, 2 + dy: 10 + dy, 2 + dx: 10 + dx])
+            for dy in range(-2, 3) for dx in range(-2, 3)
+        )
+    bright = Augmentation(brightness=0.1).apply(clips, np.random.default_rng(1))
+    ratio = bright.sum(axis=(1, 2, 3)) / clips.sum(axis=(1, 2, 3))
+    assert bright.max() <= 255 and np.all((ratio > 0.85) & (ratio < 1.1))
+    assert not Augmentation().active
+
+
+def test_class_weights_equalise_the_classes():
+    weights = class_weights(np.array([0] * 30 + [1] * 10))
+    assert weights[0] * 30 == pytest.approx(weights[1] * 10)
+    assert weights[0] * 30 + weights[1] * 10 == pytest.approx(40)
+
+
+def test_same_seed_same_model(split_data, tmp_path):
+    root, files = split_data
+    runs = {}
+    for name, seed in (("a", 7), ("b", 7)):
+        train_task(root / "DA.tsv", files, tmp_path / name, FAST, seed=seed, ablations=False)
+        runs[name] = pd.read_csv(tmp_path / name / "history.csv")
+    assert list(runs["a"].columns) == ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
+    # identical to the last bit: weights, batch order, augmentation and ops all seeded
+    pd.testing.assert_frame_equal(runs["a"], runs["b"], check_exact=True)
+    weights = [load_model(tmp_path / n / "model.keras").get_weights() for n in ("a", "b")]
+    for wa, wb in zip(*weights, strict=True):
+        np.testing.assert_array_equal(wa, wb)
+
+
+def test_early_stopping_restores_the_best_epoch(split_data, tmp_path):
+    root, files = split_data
+    params = {**FAST, "epochs": 12, "patience": 2, "learning_rate": 0.01}
+    summary = train_task(root / "DA.tsv", files, tmp_path, params, seed=1, ablations=True)
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert summary["epochs_run"] == len(history)
+    assert summary["best_epoch"] == int(history["val_loss"].idxmin()) + 1
+    assert summary["epochs_run"] == 12 or summary["epochs_run"] == summary["best_epoch"] + 2
+    # the saved model is the best epoch's: its validation loss is the minimum
+    located = attach_locations(read_split_table(root / "DA.tsv"), files)
+    validation = located[located["split"] == "validation"]
+    x = clip_reader(validation)(np.arange(len(validation))).astype("float32")[..., None]
+    p = load_model(tmp_path / "model.keras").predict(x, verbose=0)
+    loss = -np.mean(np.log(p[np.arange(len(p)), validation["label"].to_numpy()]))
+    assert loss == pytest.approx(history["val_loss"].min(), rel=1e-3)
+    assert (tmp_path / "baseline_frame.keras").exists()
+    recorded = json.loads((tmp_path / "train_summary.json").read_text())
+    assert recorded["runs"][0]["baseline_frame"]["epochs_run"] >= 1
+
+
+def test_a_split_sharing_donors_is_refused(split_data, tmp_path):
+    root, files = split_data
+    table = read_split_table(root / "DA.tsv")
+    donor = table.loc[table["split"] == "train", "donor"].iloc[0]
+    moved = table.index[table["donor"] == donor][:3]
+    table.loc[moved, "split"] = "test"  # three clips of a train donor moved to test
+    table.to_csv(tmp_path / "leaky.tsv", sep="\t", index=False)
+    with pytest.raises(SplitError, match="more than one split"):
+        train_task(tmp_path / "leaky.tsv", files, tmp_path / "m", FAST)
+
+
+def test_paper_model_trains_on_cached_features(tmp_path):
+    files = make_clip_files(
+        tmp_path / "clips", donors_with_both(3), clips_per_sample=4, n_frames=4, size=32
+    )
+    split_task(files, DA, tmp_path / "s.tsv", tmp_path / "s.json")
+    params = {**FAST, "model": "paper", "epochs": 2, "batch_size": 8}
+    summary = train_task(tmp_path / "s.tsv", files, tmp_path / "m", params, ablations=False)
+    assert summary["epochs_run"] == 2
+    model = load_model(tmp_path / "m" / "model.keras")
+    assert model.get_layer("backbone").layer.name == "efficientnetb0"
+    assert not list((tmp_path / "m").glob(".features_*"))  # the cache is cleaned up
