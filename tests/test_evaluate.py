@@ -1,0 +1,111 @@
+"""Evaluation: metrics against hand counts, the donor bootstrap, the metrics.json contract."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from synthetic_clips import donors_with_both, make_clip_files
+
+from rbcflow.evaluate import PREDICTION_COLUMNS, binary_metrics, donor_bootstrap_ci, evaluate_task
+from rbcflow.split import split_task
+from rbcflow.train import train_task
+
+DA = {"name": "DA", "negative": ["native"], "positive": ["DA"]}
+
+
+def test_binary_metrics_match_hand_counts():
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
+    p = np.array([0.1, 0.2, 0.7, 0.3, 0.9, 0.8, 0.4, 0.6, 0.95, 0.55])
+    m = binary_metrics(labels, p)
+    assert m["confusion_matrix"] == [[3, 1], [1, 5]]
+    assert m["accuracy"] == pytest.approx(0.8)
+    assert m["balanced_accuracy"] == pytest.approx((3 / 4 + 5 / 6) / 2)
+    f1_pos = 2 * 5 / (2 * 5 + 1 + 1)
+    f1_neg = 2 * 3 / (2 * 3 + 1 + 1)
+    assert m["macro_f1"] == pytest.approx((f1_pos + f1_neg) / 2)
+    # AUC: share of (positive, negative) pairs ranked right; 0.4, 0.55, 0.6 < 0.7 miss
+    assert m["roc_auc"] == pytest.approx(1 - 3 / 24)
+    assert m["roc_curve"]["fpr"][0] == 0 and m["roc_curve"]["tpr"][-1] == 1
+
+
+def test_donor_bootstrap_is_wider_than_a_clip_binomial_when_donors_differ():
+    # 10 donors x 40 clips; half the donors always right, half always wrong: accuracy 0.5
+    donors = np.repeat(np.arange(10), 40)
+    correct = np.repeat(np.arange(10) % 2 == 0, 40)
+    low, high = donor_bootstrap_ci(correct, donors, n_boot=2000, seed=0)
+    assert low < 0.5 < high
+    binomial_half_width = 1.96 * np.sqrt(0.25 / len(correct))  # 0.049
+    # resampling 10 donors: sd of a binomial(10, 0.5) share is 0.158, half width ~0.3
+    assert (high - low) / 2 > 4 * binomial_half_width
+    assert (high - low) / 2 == pytest.approx(1.96 * np.sqrt(0.25 / 10), rel=0.2)
+
+
+def test_donor_bootstrap_degenerates_when_every_donor_scores_alike():
+    donors = np.repeat(np.arange(6), 10)
+    correct = np.tile(np.arange(10) < 7, 6)  # every donor at 70 %
+    assert donor_bootstrap_ci(correct, donors, n_boot=500) == pytest.approx((0.7, 0.7))
+    a = donor_bootstrap_ci(np.arange(60) % 3 == 0, donors, 300, seed=5)
+    assert a == donor_bootstrap_ci(np.arange(60) % 3 == 0, donors, 300, seed=5)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluate")
+    files = make_clip_files(root / "clips", donors_with_both(6), clips_per_sample=8, seed=4)
+    split_task(files, DA, root / "DA.tsv", root / "DA_audit.json", 0.5, 0.25, 0.25)
+    params = {"model": "r2plus1d", "epochs": 4, "patience": 4, "learning_rate": 0.003}
+    train_task(root / "DA.tsv", files, root / "DA", params, seed=2, ablations=True)
+    return root, files
+
+
+def test_metrics_json_follows_the_contract(trained):
+    root, files = trained
+    metrics = evaluate_task(root / "DA.tsv", files, root / "DA", DA, {"bootstrap": 200})
+    on_disk = json.loads((root / "DA" / "metrics.json").read_text())
+    assert on_disk["accuracy"] == metrics["accuracy"]
+    for key in ("task", "model", "negative", "positive", "accuracy", "test", "counts",
+                "per_donor", "ablations", "training"):
+        assert key in on_disk
+    assert set(on_disk["accuracy"]) == {"train", "validation", "test"}
+    for key in ("balanced_accuracy", "macro_f1", "roc_auc", "accuracy_ci95", "confusion_matrix",
+                "roc_curve"):
+        assert key in on_disk["test"]
+    assert set(on_disk["ablations"]) >= {
+        "shuffled_time_test_accuracy", "single_frame_test_accuracy"
+    }
+    assert set(on_disk["training"]) == {"epochs_run", "best_epoch", "seconds"}
+    assert on_disk["model"] == "r2plus1d" and on_disk["training"]["epochs_run"] >= 1
+
+    predictions = pd.read_csv(root / "DA" / "predictions.tsv", sep="\t")
+    assert list(predictions.columns) == PREDICTION_COLUMNS
+    split = pd.read_csv(root / "DA.tsv", sep="\t")
+    assert len(predictions) == len(split)
+    test = predictions[predictions["split"] == "test"]
+    assert metrics["accuracy"]["test"] == pytest.approx(np.mean(test["predicted"] == test["label"]))
+    cm = np.array(metrics["test"]["confusion_matrix"])
+    assert cm.sum() == len(test) == metrics["counts"]["test"]["clips"]
+    assert metrics["counts"]["test"]["donors"] == test["donor"].nunique()
+    low, high = metrics["test"]["accuracy_ci95"]
+    assert low <= metrics["accuracy"]["test"] <= high
+    per_donor = {d["donor"]: d for d in metrics["per_donor"]}
+    assert set(per_donor) == set(test["donor"])
+    for donor, part in test.groupby("donor"):
+        assert per_donor[donor]["accuracy"] == pytest.approx(
+            np.mean(part["predicted"] == part["label"])
+        )
+    for value in metrics["ablations"].values():
+        assert 0 <= value <= 1
+
+
+def test_a_frame_model_is_its_own_single_frame_baseline(trained, tmp_path):
+    root, files = trained
+    # a model folder without baseline_frame.keras: the model is the frame model itself
+    model_dir = tmp_path / "frame_only"
+    model_dir.mkdir()
+    (model_dir / "model.keras").write_bytes((root / "DA" / "baseline_frame.keras").read_bytes())
+    metrics = evaluate_task(root / "DA.tsv", files, model_dir, DA, {"bootstrap": 100})
+    assert metrics["ablations"]["single_frame_test_accuracy"] == metrics["accuracy"]["test"]
+    assert metrics["training"]["epochs_run"] is None  # no train_summary.json there
