@@ -49,7 +49,7 @@ def run(args: list[str], project: Path, timeout: int = 1200, check: bool = True)
 
 
 def make_project(destination: Path, config_overrides: dict | None = None) -> Path:
-    """Copy the project to ``destination``, with config/tiny.yaml as its config.
+    """Copy the project to ``destination``, configured as config.yaml + tiny.yaml + overrides.
 
     The copy is a new git repository with one commit, DVC initialised from the copied
     ``.dvc/config`` and its default remote pointed at ``destination/../dvc-remote``.
@@ -59,12 +59,14 @@ def make_project(destination: Path, config_overrides: dict | None = None) -> Pat
         target = project / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, target)
-    config = yaml.safe_load((REPO / "config" / "tiny.yaml").read_text())
-    for key, value in (config_overrides or {}).items():
-        if isinstance(value, dict):
-            config.setdefault(key, {}).update(value)
-        else:
-            config[key] = value
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    for overrides in (yaml.safe_load((REPO / "config" / "tiny.yaml").read_text()),
+                      config_overrides or {}):
+        for key, value in overrides.items():
+            if isinstance(value, dict):
+                config.setdefault(key, {}).update(value)
+            else:
+                config[key] = value
     (project / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     remote = project.parent / "dvc-remote"
     remote.mkdir(exist_ok=True)

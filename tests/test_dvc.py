@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from project_copy import make_project, run
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow, pytest.mark.xdist_group("workflow")]
