@@ -16,12 +16,12 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 
 from rbcflow.dataset import (
     Augmentation,
+    array_dataset,
     attach_locations,
     batch_generator,
     class_weights,
@@ -129,39 +129,38 @@ def _datasets(located, params, seed, input_shape, read=None):
 
 
 def cache_features(extractor, located: pd.DataFrame, path: Path, batch_size: int) -> None:
-    """Run the frozen backbone once over the clips and store the features (HDF5).
+    """Run the frozen backbone once over the clips and store the features (``.npy``).
 
-    One feature block per clip per chunk, so training streams them like the clips.
+    The file is memory-mapped when read back: small caches stay in the page cache and
+    cost no more than an array in memory, large ones are read a batch at a time.
     """
     read = clip_reader(located)
     shape = tuple(int(d) for d in extractor.output.shape[1:])
-    with h5py.File(path, "w") as h5:
-        data = h5.create_dataset(
-            "features", shape=(len(located), *shape), dtype="float32", chunks=(1, *shape)
+    features = np.lib.format.open_memmap(
+        path, mode="w+", dtype=np.float32, shape=(len(located), *shape)
+    )
+    for start in range(0, len(located), batch_size):
+        index = np.arange(start, min(start + batch_size, len(located)))
+        clips = read(index).astype(np.float32)[..., None]
+        features[start: start + len(index)] = np.asarray(
+            extractor.predict_on_batch(clips), dtype=np.float32
         )
-        for start in range(0, len(located), batch_size):
-            index = np.arange(start, min(start + batch_size, len(located)))
-            clips = read(index).astype(np.float32)[..., None]
-            data[start: start + len(index)] = np.asarray(
-                extractor.predict_on_batch(clips), dtype=np.float32
-            )
+    features.flush()
+    del features
 
 
-def _feature_reader(path: Path):
-    def read(index: np.ndarray) -> np.ndarray:
-        order = np.argsort(index)
-        out = np.empty((len(index), *h5_shape), dtype=np.float32)
-        with h5py.File(path, "r") as h5:
-            out[order] = h5["features"][np.sort(index)]
-        return out
-
-    with h5py.File(path, "r") as h5:
-        h5_shape = h5["features"].shape[1:]
-    return read
+def feature_reader(path: Path):
+    """positions -> cached features (n, T, h, w, C) from a ``cache_features`` file."""
+    features = np.load(path, mmap_mode="r")
+    return lambda index: np.asarray(features[np.asarray(index)])
 
 
-def train_paper(located, params, seed, input_shape, work_dir: Path):
-    """Train seed 000's model: backbone features cached once, the head trained on them."""
+def train_paper(located, params, seed, input_shape, work_dir: Path, memory_limit_gb=2.0):
+    """Train seed 000's model: backbone features cached once, the head trained on them.
+
+    Features up to ``memory_limit_gb`` are trained from memory; larger caches are
+    streamed from the memory-mapped file like clips.
+    """
     from rbcflow.models import build_paper, compile_model
 
     if Augmentation.from_params(params).active:
@@ -171,21 +170,42 @@ def train_paper(located, params, seed, input_shape, work_dir: Path):
         )
     model, extractor, head = build_paper(input_shape, params["weights"])
     compile_model(head, params["learning_rate"])
+    feature_shape = tuple(int(d) for d in extractor.output.shape[1:])
     start = time.perf_counter()
-    readers = {}
+    caches = {}
     for split in ("train", "validation"):
         part = located[located["split"] == split].reset_index(drop=True)
-        cache = work_dir / f".features_{split}.h5"
-        cache_features(extractor, part, cache, params["batch_size"])
-        readers[split] = _feature_reader(cache)
+        caches[split] = work_dir / f".features_{split}.npy"
+        cache_features(extractor, part, caches[split], params["batch_size"])
     cache_seconds = time.perf_counter() - start
-    feature_shape = tuple(int(d) for d in extractor.output.shape[1:])
-    train_data, validation_data = _datasets(located, params, seed, feature_shape, readers)
-    history, best, seconds = fit_model(
-        head, train_data, validation_data, params["epochs"], params["patience"]
-    )
-    for split in ("train", "validation"):
-        (work_dir / f".features_{split}.h5").unlink(missing_ok=True)
+    try:
+        n_bytes = sum(path.stat().st_size for path in caches.values())
+        if n_bytes <= memory_limit_gb * 2**30:
+            train = located[located["split"] == "train"]
+            validation = located[located["split"] == "validation"]
+            weights = None
+            if params["class_weight"]:
+                per_class = class_weights(train["label"].to_numpy())
+                weights = np.array([per_class[v] for v in train["label"]], dtype=np.float32)
+            train_data = array_dataset(
+                np.load(caches["train"]), train["label"].to_numpy(), params["batch_size"],
+                weights, shuffle=True, seed=seed,
+            )
+            validation_data = array_dataset(
+                np.load(caches["validation"]), validation["label"].to_numpy(),
+                params["batch_size"],
+            )
+        else:
+            readers = {split: feature_reader(path) for split, path in caches.items()}
+            train_data, validation_data = _datasets(
+                located, params, seed, feature_shape, readers
+            )
+        history, best, seconds = fit_model(
+            head, train_data, validation_data, params["epochs"], params["patience"]
+        )
+    finally:
+        for path in caches.values():
+            path.unlink(missing_ok=True)
     return model, history, best, seconds + cache_seconds
 
 
