@@ -238,3 +238,34 @@ def test_real_rtdc_frames_match_the_stored_masks(zip_path, tmp_path):
     assert median_iou >= 0.95
     if deform_errors:  # same definition as RT-DC: close on masks that agree
         assert float(np.median(deform_errors)) < 0.02
+
+
+@pytest.mark.parametrize("angle", [0, 30, 90])
+def test_touching_cells_are_split_at_their_waist(angle):
+    # two round cells (radius 15) whose outlines touch, along any direction: one blob
+    bg, frame = _scene(seed=11)
+    t = math.radians(angle)
+    centres = [(300 - 15 * math.cos(t), 66 - 15 * math.sin(t)),
+               (300 + 15 * math.cos(t), 66 + 15 * math.sin(t))]
+    for x, y in centres:
+        frame[_ellipse(frame.shape, x, y, 15, 15, 0)] -= 35
+    image = _u8(frame)
+    merged = detect_blobs(image, bg, DetectParams(split_touching=False))
+    assert len(merged) == 1
+    rows = detect_blobs(image, bg, DetectParams())
+    assert len(rows) == 2
+    got = sorted(rows[:, :2].tolist())
+    for (gx, gy), (x, y) in zip(got, sorted(centres), strict=True):
+        assert math.hypot(gx - x, gy - y) < 2.0  # each centroid on its own cell
+    assert rows[:, COL["area_px"]].sum() == merged[0, COL["area_px"]]  # a partition
+
+
+def test_single_deformed_and_notched_cells_are_not_split():
+    bg, frame = _scene(seed=12)
+    frame[_ellipse(frame.shape, 200, 66, 30, 11, 0)] -= 35  # stretched in a constriction
+    frame[_ellipse(frame.shape, 450, 66, 26, 12, 20)] -= 35  # stretched and tilted
+    notched = _ellipse(frame.shape, 650, 66, 14, 14, 0)
+    notched[52:58, 649:652] = False  # a dent in the rim
+    frame[notched] -= 35
+    rows = detect_blobs(_u8(frame), bg, DetectParams())
+    assert len(rows) == 3

@@ -324,9 +324,6 @@ def test_continuous_recordings_isolated_cells_are_detected(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "cells queueing in the constriction touch and come out of rbcflow.detect as one blob; "
-    "IDF1 >= 0.90 needs touching cells split in detection (e.g. distance-transform watershed)"))
 def test_continuous_recordings_meet_the_idf1_target(tmp_path):
     m = _pooled(list(_simulated_runs(tmp_path, "continuous", 2)))
     assert m["idf1"] >= 0.90, m

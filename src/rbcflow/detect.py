@@ -55,6 +55,14 @@ class DetectParams:
     blur_sigma : float
         Gaussian blur of the frame before the comparison (0: none). Reduces pixel noise
         for faint cells; about 0.5 ms per 800 x 132 frame at sigma 4.
+    split_touching : bool
+        Split a blob that is two touching cells (seed 001's pipeline would keep them as
+        one): a blob that is not convex (solidity, its area over its convex hull's, below
+        ``split_max_solidity``) and whose width profile along its long axis narrows
+        between two humps by at least ``split_min_waist`` (a fraction of the smaller hump)
+        is cut across at that waist. Works on the blob's pixels only, so it stays cheap.
+    split_max_solidity, split_min_waist
+        The two thresholds of that rule.
     """
 
     polarity: str = "absolute"
@@ -65,6 +73,9 @@ class DetectParams:
     rejoin_max_circularity: float = 0.9
     close_px: int = 0
     blur_sigma: float = 0.0
+    split_touching: bool = True
+    split_max_solidity: float = 0.97
+    split_min_waist: float = 0.15
 
     def __post_init__(self) -> None:
         if self.polarity not in POLARITIES:
@@ -75,6 +86,9 @@ class DetectParams:
             raise ValueError(f"min_area_px must be >= 1, not {self.min_area_px}")
         if self.rejoin_max_gap_px < 0 or self.close_px < 0 or self.blur_sigma < 0:
             raise ValueError("rejoin_max_gap_px, close_px and blur_sigma must be >= 0")
+        if not 0 < self.split_min_waist < 1 or not 0 < self.split_max_solidity <= 1:
+            raise ValueError("split_min_waist must be in (0, 1) and split_max_solidity "
+                             "in (0, 1]")
 
 
 class BlobMask(NamedTuple):
@@ -249,6 +263,94 @@ def _rejoin(fragments: list[_Fragment], params: DetectParams) -> list[_Fragment]
     return [g[0] if len(g) == 1 else _merge(g, gap) for g in groups.values()]
 
 
+def _solidity(f: _Fragment) -> float:
+    # both areas from outlines: a pixel count exceeds its outline's area by about half
+    # the perimeter, which would make small thin shapes look solid
+    hull_area = cv2.contourArea(cv2.convexHull(f.points))
+    return cv2.contourArea(f.points) / hull_area if hull_area > 0 else 1.0
+
+
+def _part(f: _Fragment, part: np.ndarray) -> _Fragment | None:
+    """The fragment of ``f`` covered by the 0/1 mask ``part`` (on f's box), largest piece."""
+    contours, _ = cv2.findContours(part, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return None
+    contour = max(contours, key=cv2.contourArea)
+    x, y, w, h = cv2.boundingRect(contour)
+    mask = np.zeros((h, w), np.uint8)
+    cv2.drawContours(mask, [contour], -1, 1, thickness=-1, offset=(-x, -y))
+    offset = np.array([[[f.x, f.y]]], dtype=contour.dtype)
+    return _Fragment(f.x + x, f.y + y, w, h, contour + offset, mask, cv2.countNonZero(mask))
+
+
+def _split(f: _Fragment, params: DetectParams) -> list[_Fragment]:
+    """Cut a blob of two touching cells at its waist; ``[f]`` when it has none.
+
+    The blob's width profile along its long axis (pixels per unit of length) is one hump
+    for a cell, however deformed, and two humps with a waist between them for two cells
+    touching end to end or side by side. The cut is the line across the long axis at the
+    waist.
+    """
+    ys, xs = np.nonzero(f.mask)
+    xs = xs.astype(np.float64) - xs.mean()
+    ys = ys.astype(np.float64) - ys.mean()
+    cxx, cyy, cxy = (xs * xs).mean(), (ys * ys).mean(), (xs * ys).mean()
+    theta = 0.5 * math.atan2(2.0 * cxy, cxx - cyy)
+    along = xs * math.cos(theta) + ys * math.sin(theta)
+    lo = along.min()
+    bins = (along - lo).astype(np.int64)
+    profile = np.bincount(bins).astype(np.float64)
+    if profile.size < 8:
+        return [f]
+    # a 5-px running mean: ragged outlines and spicules do not make a waist
+    smooth_profile = np.convolve(profile, np.ones(5) / 5.0, mode="same")
+    n = profile.size
+    inner = slice(n // 5, n - n // 5)  # a waist lies between two cells, not at an end
+    k = int(np.argmin(smooth_profile[inner])) + n // 5
+    if k < 1 or k >= n - 1:
+        return [f]
+    i, j = int(np.argmax(smooth_profile[:k])), k + 1 + int(np.argmax(smooth_profile[k + 1:]))
+    if smooth_profile[k] > (1.0 - params.split_min_waist) * min(smooth_profile[i],
+                                                                 smooth_profile[j]):
+        return [f]
+    # two cells' humps lie about a cell apart (at least ~ the blob's width); a notch in
+    # one cell's outline (a broken rim) makes a waist between humps much closer together
+    if j - i < 0.6 * smooth_profile.max():
+        return [f]
+    first = (bins < k).reshape(-1)
+    part_a = np.zeros_like(f.mask)
+    part_b = np.zeros_like(f.mask)
+    yi, xi = np.nonzero(f.mask)
+    part_a[yi[first], xi[first]] = 1
+    part_b[yi[~first], xi[~first]] = 1
+    parts = [_part(f, part_a), _part(f, part_b)]
+    # each half must itself look like a cell (nearly convex): the halves of a thin arc
+    # (a cell's broken rim) or of a cell with a dent are not
+    if any(p is None or p.area < params.min_area_px or _solidity(p) < 0.84 for p in parts):
+        return [f]
+    return parts
+
+
+def _split_touching(fragments: list[_Fragment], params: DetectParams,
+                    shape: tuple[int, ...]) -> list[_Fragment]:
+    height, width = shape[:2]
+    out = []
+    for f in fragments:
+        # cheap tests first: too small to be two cells, cut by the frame edge (a partial
+        # cell's outline says nothing about a waist), or convex
+        if (f.area >= 2 * params.min_area_px and f.x > 0 and f.y > 0
+                and f.x + f.w < width and f.y + f.h < height
+                and _solidity(f) < params.split_max_solidity):
+            parts = _split(f, params)
+            # three cells in a row: each half may hold a waist of its own
+            out.extend(q for part in parts for q in (_split(part, params) if len(parts) > 1
+                                                     and part.area >= 2 * params.min_area_px
+                                                     else [part]))
+        else:
+            out.append(f)
+    return out
+
+
 def blobs_from_mask(
     mask: np.ndarray, frame: np.ndarray, params: DetectParams, with_masks: bool = False
 ) -> np.ndarray | tuple[np.ndarray, list[BlobMask]]:
@@ -286,6 +388,8 @@ def blobs_from_mask(
                 fragments.append(fragment)
     if params.rejoin_split_cells and len(fragments) > 1:
         fragments = _rejoin(fragments, params)
+    if params.split_touching and fragments:
+        fragments = _split_touching(fragments, params, mask.shape)
     rows: list[list[float]] = []
     masks: list[BlobMask] = []
     for f in fragments:

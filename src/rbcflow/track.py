@@ -186,6 +186,17 @@ class OnlineLinker:
     def _extend(self, track: _Track, row: list[float], frame: int) -> None:
         dt = frame - track.frame
         x, y = row[_X], row[_Y]
+        if (self._whole(row) and track.area > 0 and track.n > 1
+                and row[_AREA] > self.params.merge_area_ratio * track.area):
+            # two cells in one blob: its centroid lies between them, so the track coasts
+            # on its own prediction (velocity kept) and can take its cell back when the
+            # blob parts
+            track.collided = True
+            self.collided[track.id] = True
+            track.x, track.y = track.x + track.vx * dt, track.y + track.vy * dt
+            track.frame = frame
+            track.n += 1
+            return
         vx, vy = (x - track.x) / dt, (y - track.y) / dt
         if track.n == 1:
             track.vx, track.vy = vx, vy

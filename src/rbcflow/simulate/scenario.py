@@ -134,6 +134,15 @@ CONTINUOUS_FPS = 1000.0
 CONTINUOUS_SPEED_SCALE = 0.5
 P_EMPTY_CLIP = 0.05
 P_SECOND_CELL = 0.18
+#: Continuous recordings of a dilute suspension (Ht 0.5 %, seed 000): a cell enters the
+#: field only when the previous one has moved this many of its diameters past the
+#: inlet (centre to centre). Arrivals stay Poisson otherwise; without it, two cells
+#: drawn a frame apart enter overlapping and travel as one.
+ENTRY_HEADWAY_DIAMETERS = 2.0
+#: In single file a faster cell that catches up with a slower one is held back by the
+#: lubrication film between them (this many micrometres between the outlines), a near
+#: collision; cells do not overlap.
+CONTACT_FILM_UM = 1.5
 
 
 def make_donors(n_donors: int, seed: int) -> list[Donor]:
@@ -270,6 +279,19 @@ def _new_cell(rng, spec, channel, cell_id) -> _Cell:
     return _Cell(cell_id, params, look, CellState(-a, 0.0, phase, 0.0))
 
 
+def _half_length_um(cell: _Cell, channel: Channel) -> float:
+    """Half the cell's extent along the flow in its current pose, spicules included (um)."""
+    p = pose(cell.state, cell.params, channel)
+    c, s = math.cos(p.angle_rad), math.sin(p.angle_rad)
+    return math.hypot(p.semi_along_um * c, p.semi_across_um * s) * (1 + cell.params.crenation)
+
+
+def _inlet_clear(last: _Cell) -> bool:
+    """Whether the last cell to enter is far enough in for the next one to enter."""
+    entry = -last.params.radius_um * (1 + last.params.crenation) * 1.6
+    return last.state.x_um - entry >= ENTRY_HEADWAY_DIAMETERS * 2.0 * last.params.radius_um
+
+
 def render_video(spec: VideoSpec, seed: int, sink, truth_handle) -> dict:
     """Render one recording frame by frame into ``sink`` and its truth into ``truth_handle``.
 
@@ -295,6 +317,7 @@ def render_video(spec: VideoSpec, seed: int, sink, truth_handle) -> dict:
     continuous = spec.mode == "continuous"
     pending = [] if continuous else _arrival_frames(rng, spec)
     next_arrival = rng.exponential(spec.arrival_gap_frames) if continuous else math.inf
+    waiting = False
     active: list[_Cell] = []
     seen: set[int] = set()
     next_id = 0
@@ -306,8 +329,17 @@ def render_video(spec: VideoSpec, seed: int, sink, truth_handle) -> dict:
             active.append(_new_cell(cell_rng, spec, channel, next_id))
             next_id += 1
         while continuous and next_arrival <= frame_no:
+            if active and not _inlet_clear(active[-1]):
+                # the inlet is still occupied: this cell enters when it clears, and the
+                # Poisson clock restarts then (no backlog queues up behind the inlet)
+                next_arrival = frame_no + 1
+                waiting = True
+                break
             active.append(_new_cell(cell_rng, spec, channel, next_id))
             next_id += 1
+            if waiting:
+                next_arrival = frame_no
+                waiting = False
             next_arrival += rng.exponential(spec.arrival_gap_frames)
         poses = []
         if frame_no >= 0:
@@ -331,16 +363,19 @@ def render_video(spec: VideoSpec, seed: int, sink, truth_handle) -> dict:
                 off = abs(p.x_um - 0.5 * fov_w)
                 if off < best[0]:
                     best = (off, img)
-        # Advance; in single file (the constriction) a cell cannot pass the one ahead.
-        lead_x = math.inf
+        # Advance; in single file (the constriction) a cell cannot pass the one ahead and
+        # stops a lubrication film short of it (half lengths along the flow plus the film).
+        lead_x, lead_half = math.inf, 0.0
         for cell in active:
             cell.state = advance(cell.state, cell.params, channel, dt)
             if continuous:
-                gap = 1.7 * cell.params.radius_um
-                if cell.state.x_um > lead_x - gap:
-                    cell.state = CellState(lead_x - gap, cell.state.deformation,
+                half = _half_length_um(cell, channel)
+                limit = lead_x - lead_half - half - CONTACT_FILM_UM
+                if cell.state.x_um > limit:
+                    cell.state = CellState(limit, cell.state.deformation,
                                            cell.state.flip, cell.state.membrane)  # fmt: skip
-                lead_x = cell.state.x_um
+                    half = _half_length_um(cell, channel)
+                lead_x, lead_half = cell.state.x_um, half
         active = [c for c in active if c.state.x_um - 2.5 * c.params.radius_um < fov_w]
     return {"n_cells": len(seen), "n_frames": spec.n_frames, "preview": best[1]}
 

@@ -1,0 +1,98 @@
+"""Tracking accuracy per recording against the simulator's truth (demo preset).
+
+Simulates a few demo-preset recordings of each mode as uncompressed AVI, builds the
+default background, tracks with the default config and scores every recording with
+``rbcflow.trackeval.evaluate_tracking``. Results go to
+``benchmarks/results/tracking_accuracy.json`` and a Markdown table next to it.
+
+    .venv/bin/python benchmarks/tracking_accuracy.py [--continuous 8] [--triggered 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rbcflow.background import build_background, save_background
+from rbcflow.config import validate_config
+from rbcflow.simulate.scenario import plan_dataset, write_video
+from rbcflow.track import read_tracks, track_video
+from rbcflow.trackeval import evaluate_tracking
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def score(spec, seed: int, workdir: Path, cfg: dict, max_distance_px: float) -> dict:
+    """Simulate, track and score one recording."""
+    summary = write_video(spec, seed, workdir, "avi_raw")
+    row = summary["row"]
+    video = workdir / row["path"]
+    b = cfg["background"]
+    model = build_background(video, b["method"], b["n_frames"], b["blur_sigma"], seed=42)
+    npz = workdir / f"{spec.sample}.npz"
+    save_background(model, npz)
+    track_video(video, npz, workdir / f"{spec.sample}.parquet", workdir / f"{spec.sample}.tsv",
+                cfg["detect"], cfg["track"], row["fps"], row["um_per_px"])
+    table, meta = read_tracks(workdir / f"{spec.sample}.parquet")
+    truth = pd.read_csv(workdir / row["truth"], sep="\t")
+    m = evaluate_tracking(table, truth, max_distance_px, frame_size=tuple(meta["frame_size"]))
+    m.update(sample=spec.sample, mode=spec.mode, n_frames=spec.n_frames)
+    for path in (video, npz, workdir / row["truth"]):
+        os.remove(path)
+    return m
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--continuous", type=int, default=8, help="continuous recordings")
+    ap.add_argument("--triggered", type=int, default=8, help="triggered recordings")
+    ap.add_argument("--seed", type=int, default=2024)
+    ap.add_argument("--max-distance", type=float, default=6.0)
+    ap.add_argument("--out", default=str(RESULTS / "tracking_accuracy"))
+    ap.add_argument("--config", default="{}",
+                    help='config overrides as JSON, e.g. \'{"detect": {"split_touching": false}}\'')
+    args = ap.parse_args()
+    cfg = validate_config(json.loads(args.config))
+    specs = plan_dataset("demo", seed=args.seed)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode, n in (("continuous", args.continuous), ("triggered", args.triggered)):
+            chosen = [s for s in specs if s.mode == mode]
+            chosen = chosen[:: max(1, len(chosen) // max(n, 1))][:n]
+            for spec in chosen:
+                m = score(spec, args.seed, Path(tmp), cfg, args.max_distance)
+                rows.append(m)
+                print(f"{m['sample']:24s} {mode:10s} IDF1 {m['idf1']:.3f} MOTA {m['mota']:.3f}"
+                      f" recall(isolated) {m['detection_recall_isolated']:.3f}"
+                      f" cells {m['n_truth_cells']} tracks {m['n_tracks']}", flush=True)
+    df = pd.DataFrame(rows)
+    pooled = {}
+    for mode, g in df.groupby("mode"):
+        w = g["n_truth_rows"].to_numpy(float)
+        wi = g["n_isolated_rows"].to_numpy(float)
+        pooled[mode] = {k: float(np.average(g[k], weights=w))
+                        for k in ("idf1", "mota", "recall", "precision")}
+        pooled[mode]["detection_recall_isolated"] = float(
+            np.average(g["detection_recall_isolated"].fillna(0), weights=wi))
+        pooled[mode]["n_recordings"] = len(g)
+        print(mode, json.dumps(pooled[mode]))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"per_recording": rows, "pooled": pooled},
+                                                   indent=1, default=float))
+    lines = ["| sample | mode | IDF1 | MOTA | recall (isolated) | cells | tracks |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['sample']} | {r['mode']} | {r['idf1']:.3f} | {r['mota']:.3f} | "
+              f"{r['detection_recall_isolated']:.3f} | {r['n_truth_cells']} | {r['n_tracks']} |"
+              for r in rows]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
