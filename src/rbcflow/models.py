@@ -40,6 +40,17 @@ class FramewiseDistributed(layers.TimeDistributed):
         return ops.reshape(outputs, (shape[0], shape[1], *outputs.shape[1:]))
 
 
+def _standardise(x, name: str = "standardise"):
+    """Per-clip standardisation (zero mean, unit variance over all its pixels).
+
+    Illumination differs between sessions and focus between recordings; scaling each
+    clip by its own statistics keeps the cell's contrast against its background and
+    drops the absolute grey level, a donor and session signature rather than a cell one.
+    """
+    axes = list(range(1, len(x.shape)))
+    return layers.LayerNormalization(axis=axes, center=False, scale=False, name=name)(x)
+
+
 def _head(x, dropout: float, name: str):
     x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
     x = layers.Dense(N_CLASSES, name=f"{name}_logits")(x)
@@ -68,7 +79,7 @@ def build_r2plus1d(
     clip costs about 20 MFLOP and the default net has about 11k parameters.
     """
     inputs = keras.Input(input_shape, name="clip")
-    x = layers.Rescaling(1 / 255, name="rescale")(inputs)
+    x = _standardise(inputs)
     for block, width in enumerate(widths):
         x = _conv_relu(x, width, (1, 3, 3), f"b{block}_spatial")
         x = _conv_relu(x, width, (3, 1, 1), f"b{block}_temporal")
@@ -96,7 +107,7 @@ def build_cnn_lstm(
 ) -> keras.Model:
     """A per-frame 2D CNN (shared weights over time) followed by an LSTM (seeds 002, 003)."""
     inputs = keras.Input(input_shape, name="clip")
-    x = layers.Rescaling(1 / 255, name="rescale")(inputs)
+    x = _standardise(inputs)
     x = FramewiseDistributed(_frame_cnn(input_shape[1:], widths, "frame_cnn"), name="per_frame")(x)
     x = layers.LSTM(lstm_units, name="lstm")(x)
     return keras.Model(inputs, _head(x, dropout, "head"), name="cnn_lstm")
@@ -116,7 +127,7 @@ def build_frame(
     inputs = keras.Input(input_shape, name="clip")
     x = layers.Cropping3D(((middle, n_frames - middle - 1), (0, 0), (0, 0)), name="middle")(inputs)
     x = layers.Reshape(input_shape[1:], name="frame")(x)
-    x = layers.Rescaling(1 / 255, name="rescale")(x)
+    x = _standardise(x)
     x = _frame_cnn(input_shape[1:], widths, "frame_cnn")(x)
     return keras.Model(inputs, _head(x, dropout, "head"), name="frame")
 
