@@ -85,9 +85,8 @@ def snakemake_outputs(tmp_path_factory) -> dict[str, str]:
     sheet.write_text("\n".join([SAMPLE_HEADER, *rows]) + "\n")
     outputs = snakemake_summary(folder, [f"samples={sheet}"])
     # The simulated-data mode adds the checkpoint that writes the demo data.
-    outputs.update(
-        {f: r for f, r in snakemake_summary(folder, ["samples="]).items() if r == "simulate_dataset"}
-    )
+    simulated = snakemake_summary(folder, ["samples="])
+    outputs.update({f: r for f, r in simulated.items() if r == "simulate_dataset"})
     return outputs
 
 

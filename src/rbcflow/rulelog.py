@@ -37,12 +37,19 @@ def rule_logging(log_path: str | Path, name: str = "rbcflow") -> Iterator[loggin
             sys.stderr = old_stderr
 
 
-def limit_threads(threads: int) -> None:
-    """Keep a job to the cores Snakemake gave it (OpenCV would otherwise take them all).
+def limit_threads(threads: int, tensorflow: bool = False) -> None:
+    """Keep a job to the cores Snakemake gave it.
 
-    With ``--cores N`` Snakemake runs N single-threaded preprocessing jobs at once; each
-    job spawning a thread per core would oversubscribe the machine.
+    With ``--cores N`` Snakemake runs jobs side by side within N cores; a job whose
+    OpenCV or TensorFlow takes a thread per core oversubscribes the machine. TensorFlow's
+    pools can only be sized before its first operation, so call this first.
     """
     import cv2
 
-    cv2.setNumThreads(max(1, int(threads)))
+    threads = max(1, int(threads))
+    cv2.setNumThreads(threads)
+    if tensorflow:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)

@@ -1,5 +1,5 @@
 # Configuration, sample sheet and input functions. The only Python of the workflow.
-import json
+import os
 from pathlib import Path
 
 from rbcflow.config import ConfigError, load_sample_sheet, validate_config
@@ -39,13 +39,22 @@ def sample_sheet_path(wildcards=None):
     return config["samples"]
 
 
+_SHEET_CACHE = {}
+
+
 def sample_sheet():
     if not SIMULATED:
         return _USER_SHEET
-    try:
-        return load_sample_sheet(sample_sheet_path(), conditions=config["conditions"])
-    except ConfigError as error:
-        raise WorkflowError(str(error)) from None
+    # Input functions ask for the sheet once per job; read and validate it once per
+    # version of the file, not hundreds of times.
+    path = sample_sheet_path()
+    key = (path, os.stat(path).st_mtime_ns)
+    if key not in _SHEET_CACHE:
+        try:
+            _SHEET_CACHE[key] = load_sample_sheet(path, conditions=config["conditions"])
+        except ConfigError as error:
+            raise WorkflowError(str(error)) from None
+    return _SHEET_CACHE[key]
 
 
 def sample_ids():

@@ -1,6 +1,9 @@
 # Per task: donor-grouped split, training, evaluation (ablations included).
 
 ABLATIONS = config["evaluate"]["ablations"]
+BASELINE_OUTPUT = (
+    [f"{RESULTS}/models/{{task}}/baseline_frame.keras"] if ABLATIONS else []
+)
 
 
 rule split_task:
@@ -22,13 +25,17 @@ rule split_task:
         "../scripts/split_task.py"
 
 
+# The single-frame baseline of the ablation table (the image-only approach the seed
+# papers improved on) is trained in the same job, on the same split.
 rule train_model:
     input:
         split=rules.split_task.output.split,
         clips=task_clip_files,
     output:
+        *BASELINE_OUTPUT,
         model=f"{RESULTS}/models/{{task}}/model.keras",
         history=f"{RESULTS}/models/{{task}}/history.csv",
+        summary=f"{RESULTS}/models/{{task}}/train_summary.json",
     log:
         f"{RESULTS}/logs/train_model/{{task}}.log",
     benchmark:
@@ -40,31 +47,7 @@ rule train_model:
         mem_mb=6000,
     params:
         train=config["train"],
-        seed=config["seed"],
-    script:
-        "../scripts/train_model.py"
-
-
-# The single-frame baseline of the ablation table: the image-only approach the seed
-# papers improved on, trained on the same split.
-rule train_baseline:
-    input:
-        split=rules.split_task.output.split,
-        clips=task_clip_files,
-    output:
-        model=f"{RESULTS}/models/{{task}}/baseline_frame/model.keras",
-        history=f"{RESULTS}/models/{{task}}/baseline_frame/history.csv",
-    log:
-        f"{RESULTS}/logs/train_baseline/{{task}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/train_baseline/{{task}}.tsv"
-    conda:
-        "../../envs/rbcflow.yaml"
-    threads: 2
-    resources:
-        mem_mb=4000,
-    params:
-        train=lambda wildcards: {**config["train"], "model": "frame"},
+        ablations=ABLATIONS,
         seed=config["seed"],
     script:
         "../scripts/train_model.py"
@@ -76,7 +59,7 @@ rule evaluate_model:
         clips=task_clip_files,
         model=rules.train_model.output.model,
         history=rules.train_model.output.history,
-        baseline=rules.train_baseline.output.model if ABLATIONS else [],
+        summary=rules.train_model.output.summary,
     output:
         metrics=f"{RESULTS}/models/{{task}}/metrics.json",
         predictions=f"{RESULTS}/models/{{task}}/predictions.tsv",

@@ -2,9 +2,10 @@
 
 from pathlib import Path
 
-from rbcflow.rulelog import rule_logging
+from rbcflow.rulelog import limit_threads, rule_logging
 
 with rule_logging(snakemake.log[0]):
+    limit_threads(snakemake.threads, tensorflow=True)
     from rbcflow.evaluate import evaluate_task
 
     evaluate_task(
@@ -14,5 +15,4 @@ with rule_logging(snakemake.log[0]):
         snakemake.params.task,
         snakemake.params.evaluate,
         seed=snakemake.params.seed,
-        threads=snakemake.threads,
     )

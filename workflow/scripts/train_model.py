@@ -1,10 +1,11 @@
-"""Rules train_model and train_baseline: train one model on one task's split."""
+"""Rule train_model: train one task's model (and its single-frame baseline)."""
 
 from pathlib import Path
 
-from rbcflow.rulelog import rule_logging
+from rbcflow.rulelog import limit_threads, rule_logging
 
 with rule_logging(snakemake.log[0]):
+    limit_threads(snakemake.threads, tensorflow=True)
     from rbcflow.train import train_task
 
     train_task(
@@ -13,5 +14,5 @@ with rule_logging(snakemake.log[0]):
         Path(snakemake.output.model).parent,
         snakemake.params.train,
         seed=snakemake.params.seed,
-        threads=snakemake.threads,
+        ablations=snakemake.params.ablations,
     )

@@ -127,7 +127,10 @@ PRESETS = {
     # tiny feeds the end-to-end workflow tests, where every recording costs four jobs:
     # few files, most cells from continuous recordings.
     "tiny": Preset(6, 1, 110, "per_donor_condition", 360, 36.0, triggered_focus="rotate"),
-    "demo": Preset(12, 1, 130, "per_donor_condition", 160, 36.0),
+    # demo: every donor gives every condition, one triggered clip (focus rotating over
+    # donors) and one 600-frame continuous recording each: 96 recordings, ~3 GB, enough
+    # cells for donor-grouped training within the 15-minute budget of `make demo`.
+    "demo": Preset(12, 1, 130, "per_donor_condition", 600, 36.0, triggered_focus="rotate"),
 }
 TRIGGERED_FPS = 1800.0
 CONTINUOUS_FPS = 1000.0
