@@ -7,7 +7,6 @@ calls). Heavy imports happen inside the commands so ``rbcflow --help`` stays fas
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -91,12 +90,14 @@ def simulate(
         1.0, help="Scales every difference between conditions; 0 makes them identical."
     ),
     video_format: str = typer.Option("avi_raw", help="avi_raw, ffv1, mjpg or tiff."),
+    workers: int = typer.Option(1, help="Recordings rendered in parallel (same output)."),
 ) -> None:
     """Simulate a labelled microflow video dataset with ground truth."""
     from rbcflow.simulate import simulate_dataset
 
     sheet = simulate_dataset(
-        outdir, preset=preset, seed=seed, effect_size=effect_size, video_format=video_format
+        outdir, preset=preset, seed=seed, effect_size=effect_size, video_format=video_format,
+        workers=workers,
     )
     typer.echo(f"sample sheet: {sheet}")
 

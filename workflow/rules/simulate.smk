@@ -11,7 +11,7 @@ checkpoint simulate_dataset:
         f"{RESULTS}/benchmarks/simulate_dataset.tsv"
     conda:
         "../../envs/rbcflow.yaml"
-    threads: 1
+    threads: workflow.cores
     params:
         outdir=lambda wildcards, output: str(Path(output.sheet).parent),
         preset=config["simulate"]["preset"],

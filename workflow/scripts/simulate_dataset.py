@@ -11,5 +11,6 @@ with rule_logging(snakemake.log[0]) as log:
         seed=snakemake.params.seed,
         effect_size=snakemake.params.effect_size,
         video_format=snakemake.params.video_format,
+        workers=snakemake.threads,
     )
     log.info("sample sheet written: %s", sheet)

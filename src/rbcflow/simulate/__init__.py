@@ -8,7 +8,10 @@ presets, per-video generation) and ``writer`` (streaming video files).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from concurrent.futures import ProcessPoolExecutor
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +66,7 @@ def simulate_dataset(
     video_format: str = "avi_raw",
     progress: bool = True,
     design: str = "paired",
+    workers: int = 1,
 ) -> Path:
     """Simulate a labelled dataset of microflow recordings with ground truth.
 
@@ -85,6 +89,9 @@ def simulate_dataset(
         Show a progress bar (only on a terminal).
     design
         ``paired`` (every donor gives every condition) or ``nested`` (one per donor).
+    workers
+        Recordings rendered in parallel processes. Each recording is seeded from
+        ``(seed, its index)``, so the output does not depend on this number.
 
     Returns
     -------
@@ -104,8 +111,17 @@ def simulate_dataset(
     rows = []
     previews: dict[str, dict[str, np.ndarray]] = {}
     n_cells: dict[str, int] = {}
-    for spec in tqdm(specs, desc="simulate", unit="video", disable=None if progress else True):
-        summary = write_video(spec, seed, outdir, video_format)
+    with contextlib.ExitStack() as stack:
+        if workers > 1:
+            pool = stack.enter_context(ProcessPoolExecutor(max_workers=workers))
+            summaries = pool.map(
+                write_video, specs, repeat(seed), repeat(outdir), repeat(video_format)
+            )
+        else:
+            summaries = (write_video(spec, seed, outdir, video_format) for spec in specs)
+        summaries = list(tqdm(summaries, total=len(specs), desc="simulate", unit="video",
+                              disable=None if progress else True))  # fmt: skip
+    for spec, summary in zip(specs, summaries, strict=True):
         rows.append(summary["row"])
         n_cells[spec.condition] = n_cells.get(spec.condition, 0) + summary["n_cells"]
         if spec.mode == "triggered" and summary["preview"] is not None:
