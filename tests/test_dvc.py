@@ -68,6 +68,29 @@ def test_repro_builds_everything(project):
     assert "history.csv" in plots.stdout
 
 
+def test_report_numbers_equal_the_metrics_files(project):
+    """The whole workflow on the tiny preset: Table 1 shows what evaluation measured."""
+    import pandas as pd
+
+    table = json.loads((project / "results/report/table1.json").read_text())
+    csv = pd.read_csv(project / "results/report/table1.csv")
+    assert [row["task"] for row in table["rows"]] == ["DA", "Mix"] == list(csv["task"])
+    for row, (_, csv_row) in zip(table["rows"], csv.iterrows(), strict=True):
+        metrics = json.loads(
+            (project / f"results/models/{row['task']}/metrics.json").read_text()
+        )
+        for split in ("train", "validation", "test"):
+            assert row[f"{split}_accuracy"] == metrics["accuracy"][split]
+            assert abs(csv_row[f"{split}_accuracy_pct"] - 100 * metrics["accuracy"][split]) <= 0.05
+            assert row[f"{split}_clips"] == metrics["counts"][split]["clips"]
+        assert row["test_roc_auc"] == metrics["test"]["roc_auc"]
+        assert [row["test_accuracy_ci95_low"], row["test_accuracy_ci95_high"]] == (
+            metrics["test"]["accuracy_ci95"]
+        )
+    html = (project / "results/report/index.html").read_text()
+    assert "data:image/png;base64," in html and "Table 1" in html
+
+
 def test_second_repro_does_nothing(project):
     result = run(["dvc", "repro"], project)
     assert stages_run(result.stdout) == set()
