@@ -174,3 +174,25 @@ def test_sample_times_and_parameters():
         clip_parameters({"mode": "tracks"})
     with pytest.raises(ClipError, match="unknown"):
         clip_parameters({"crop": 3})
+
+
+def test_window_growth_equals_whole_frame_growth():
+    # the clip mask is grown on the crop window only; it must equal growing the blob on
+    # a whole-frame mask and cutting the window out, at the frame's edges too
+    from rbcflow.clips import _grown, _grown_window
+    from rbcflow.detect import BlobMask
+
+    rng = np.random.default_rng(0)
+    h_frame, w_frame = 60, 90
+    for _ in range(1500):
+        h, w = (int(v) for v in rng.integers(1, 30, 2))
+        bx = int(rng.integers(0, w_frame - w + 1))
+        by = int(rng.integers(0, h_frame - h + 1))
+        mask = (rng.random((h, w)) < 0.6).astype(np.uint8)
+        x, y = rng.uniform(-20, w_frame + 20), rng.uniform(-20, h_frame + 20)
+        crop = int(rng.integers(4, 40))
+        full = np.zeros((h_frame, w_frame), np.uint8)
+        full[by:by + h, bx:bx + w] = mask
+        expected = crop_window(_grown(full), np.zeros_like(full), x, y, crop)
+        got = _grown_window(BlobMask(bx, by, mask), full.shape, x, y, crop)
+        assert np.array_equal(got, expected), (bx, by, w, h, x, y, crop)

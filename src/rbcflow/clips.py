@@ -158,6 +158,58 @@ def _grown(mask: np.ndarray) -> np.ndarray:
     return cv2.dilate(mask, kernel)
 
 
+def clip_frame(frame: np.ndarray, bg: np.ndarray, blobs, rows, x: float, y: float,
+               crop: int, size: int) -> np.ndarray:
+    """One time step of a track clip: the window around (x, y), resized to ``size``.
+
+    With ``blobs`` (the frame's blobs and their ``rows``), everything outside the cell's
+    blob (the one containing (x, y), else the nearest within half a window, grown by
+    ``MASK_GROW_PX``) is replaced by the background ``bg`` (uint8).
+    """
+    from rbcflow.detect import select_blob
+
+    window = crop_window(frame, bg, x, y, crop)
+    if blobs is not None:
+        keep = np.zeros((crop, crop), np.uint8)
+        b = select_blob(blobs, rows, x, y)
+        if b is not None and np.hypot(rows[b, 0] - x, rows[b, 1] - y) <= crop / 2:
+            keep = _grown_window(blobs[b], frame.shape, x, y, crop)
+        window = np.where(keep > 0, window, crop_window(bg, bg, x, y, crop))
+    return _resize(window, (size, size))
+
+
+def _grown_window(blob, shape: tuple[int, int], x: float, y: float, crop: int) -> np.ndarray:
+    """The blob's mask grown by ``MASK_GROW_PX`` (inside the frame), on the crop window.
+
+    Equals growing the blob on a whole-frame mask and cutting the window out of it, but
+    works on the window (plus the growth margin) only.
+    """
+    height, width = shape
+    g = MASK_GROW_PX
+    x0, y0 = int(round(x)) - crop // 2, int(round(y)) - crop // 2
+    # the window plus the growth margin, clipped to the frame (outside it nothing grows)
+    xa, ya = max(x0 - g, 0), max(y0 - g, 0)
+    xb, yb = min(x0 + crop + g, width), min(y0 + crop + g, height)
+    out = np.zeros((crop, crop), np.uint8)
+    if xb <= xa or yb <= ya:
+        return out
+    local = np.zeros((yb - ya, xb - xa), np.uint8)
+    h, w = blob.mask.shape
+    bxa, bya = max(blob.x, xa), max(blob.y, ya)
+    bxb, byb = min(blob.x + w, xb), min(blob.y + h, yb)
+    if bxb > bxa and byb > bya:
+        local[bya - ya : byb - ya, bxa - xa : bxb - xa] = blob.mask[
+            bya - blob.y : byb - blob.y, bxa - blob.x : bxb - blob.x]
+    grown = _grown(local)
+    # the part of the local patch inside the window
+    wxa, wya = max(x0, xa), max(y0, ya)
+    wxb, wyb = min(x0 + crop, xb), min(y0 + crop, yb)
+    if wxb > wxa and wyb > wya:
+        out[wya - y0 : wyb - y0, wxa - x0 : wxb - x0] = grown[wya - ya : wyb - ya,
+                                                              wxa - xa : wxb - xa]
+    return out
+
+
 def cut_track_clips(
     reader,
     background,
@@ -167,7 +219,7 @@ def cut_track_clips(
     detect_params,
 ) -> np.ndarray:
     """Cut the planned crops in one pass over ``reader``; returns (N, T, S, S) uint8."""
-    from rbcflow.detect import background_band, band_mask, blobs_from_mask, select_blob
+    from rbcflow.detect import background_band, band_mask, blobs_from_mask
 
     crop, size, n_t = int(params["crop_px"]), int(params["size_px"]), int(params["n_frames"])
     mask_cells = bool(params["mask_outside_cell"])
@@ -200,18 +252,9 @@ def cut_track_clips(
             rows, blobs = blobs_from_mask(band_mask(frame, bands[k_bg], sigma), frame,
                                           detect_params, with_masks=True)
         for k in range(pos, stop):
-            x, y = xs[k], ys[k]
-            window = crop_window(frame, bg, x, y, crop)
-            if mask_cells:
-                keep = np.zeros(frame.shape, np.uint8)
-                b = select_blob(blobs, rows, x, y)
-                if b is not None and np.hypot(rows[b, 0] - x, rows[b, 1] - y) <= crop / 2:
-                    blob = blobs[b]
-                    h, w = blob.mask.shape
-                    keep[blob.y : blob.y + h, blob.x : blob.x + w] = blob.mask
-                keep = crop_window(_grown(keep), np.zeros_like(keep), x, y, crop)
-                window = np.where(keep > 0, window, crop_window(bg, bg, x, y, crop))
-            out[slots[k], ts[k]] = _resize(window, (size, size))
+            out[slots[k], ts[k]] = clip_frame(frame, bg, blobs if mask_cells else None,
+                                              rows if mask_cells else None, xs[k], ys[k],
+                                              crop, size)
             seen.add((int(slots[k]), int(ts[k])))
         pos = stop
     if len(seen) < len(frames):
@@ -221,24 +264,36 @@ def cut_track_clips(
     return out
 
 
+def frame_wanted(params: Mapping[str, object]) -> list[int]:
+    """Frames of a ``frame``-mode clip."""
+    return list(range(int(params["frame_start"]), int(params["frame_stop"]),
+                      int(params["frame_step"])))
+
+
+def frame_overlay(frame: np.ndarray, background: np.ndarray, scale: float, detect_params
+                  ) -> np.ndarray:
+    """One frame of a ``frame``-mode clip: the frame under its foreground mask, resized."""
+    from rbcflow.detect import foreground_mask
+
+    mask = foreground_mask(frame, background, detect_params)
+    overlay = cv2.bitwise_and(frame, frame, mask=mask)
+    if scale != 1.0:
+        size = (max(1, round(frame.shape[1] * scale)), max(1, round(frame.shape[0] * scale)))
+        overlay = _resize(overlay, size)
+    return overlay
+
+
 def cut_frame_clip(reader, background, params: Mapping[str, object], detect_params
                    ) -> np.ndarray | None:
     """Seed 000's clip: foreground overlay of whole frames; None if the video is too short."""
-    from rbcflow.detect import foreground_mask
-
-    wanted = list(range(int(params["frame_start"]), int(params["frame_stop"]),
-                       int(params["frame_step"])))
+    wanted = frame_wanted(params)
     scale = float(params["frame_scale"])
     clip = None
     got = 0
     for index, frame in reader.frames(wanted[0], wanted[-1] + 1):
         if index not in wanted:
             continue
-        mask = foreground_mask(frame, background.image_at(index), detect_params)
-        overlay = cv2.bitwise_and(frame, frame, mask=mask)
-        if scale != 1.0:
-            size = (max(1, round(frame.shape[1] * scale)), max(1, round(frame.shape[0] * scale)))
-            overlay = _resize(overlay, size)
+        overlay = frame_overlay(frame, background.image_at(index), scale, detect_params)
         if clip is None:
             clip = np.zeros((len(wanted), *overlay.shape), dtype=np.uint8)
         clip[wanted.index(index)] = overlay
@@ -289,12 +344,10 @@ def cut_clips(
     """
     from rbcflow.background import load_background
     from rbcflow.detect import DetectParams
-    from rbcflow.ingest import sha256_recording
     from rbcflow.io.video import open_video
 
     params = clip_parameters(clip_params)
     detect = DetectParams(**dict(detect_params))
-    sample = str(sample_info["sample"])
     table, meta = read_tracks(tracks_parquet)
     summary = pd.read_csv(tracks_summary_tsv, sep="\t")
     background = load_background(background_npz)
@@ -312,24 +365,53 @@ def cut_clips(
             clips = cut_track_clips(reader, background, plan, len(clip_rows), params, detect)
         else:
             clip = cut_frame_clip(reader, background, params, detect)
-            clip_rows = _frame_clip_row(summary, params)
-            if clip is None:
-                extra["video_too_short"] = 1
-                clip_rows = clip_rows.iloc[:0]
-                scale = float(params["frame_scale"])
-                n_t = len(range(int(params["frame_start"]), int(params["frame_stop"]),
-                                int(params["frame_step"])))
-                clips = np.zeros((0, n_t, max(1, round(reader.height * scale)),
-                                  max(1, round(reader.width * scale))), dtype=np.uint8)
-            else:
-                clips = clip[None]
+            clips, clip_rows = frame_mode_output(clip, summary, params, extra,
+                                                 (reader.width, reader.height))
+    return write_clip_outputs(out_h5, out_qc_tsv, clips, clip_rows, summary, extra, sample_info,
+                              params, detect_params, meta.get("track", {}), video_path,
+                              source_sha256)
+
+
+def frame_mode_output(clip: np.ndarray | None, summary: pd.DataFrame,
+                      params: Mapping[str, object], extra: dict[str, int],
+                      frame_size: tuple[int, int]) -> tuple[np.ndarray, pd.DataFrame]:
+    """The clips array and clip rows of ``frame`` mode (none when the video is too short)."""
+    clip_rows = _frame_clip_row(summary, params)
+    if clip is not None:
+        return clip[None], clip_rows
+    extra["video_too_short"] = 1
+    scale = float(params["frame_scale"])
+    n_t = len(frame_wanted(params))
+    clips = np.zeros((0, n_t, max(1, round(frame_size[1] * scale)),
+                      max(1, round(frame_size[0] * scale))), dtype=np.uint8)
+    return clips, clip_rows.iloc[:0]
+
+
+def write_clip_outputs(
+    out_h5: str | Path,
+    out_qc_tsv: str | Path,
+    clips: np.ndarray,
+    clip_rows: pd.DataFrame,
+    summary: pd.DataFrame,
+    extra: Mapping[str, int],
+    sample_info: Mapping[str, object],
+    params: Mapping[str, object],
+    detect_params: Mapping[str, object],
+    track_params: Mapping[str, object],
+    video_path: str | Path,
+    source_sha256: str | None,
+) -> int:
+    """Write the clip file and the QC table of one recording; returns the clip count."""
+    from rbcflow.ingest import sha256_recording
+
+    sample = str(sample_info["sample"])
     table_out = _clip_table(clip_rows, sample_info, sample)
     attrs = {
         "source_sha256": source_sha256 or sha256_recording(video_path),
         "source_path": str(video_path),
         "sample": sample,
-        "params": {"clips": params, "detect": dict(detect_params),
-                   "track": meta.get("track", {})},
+        "params": {"clips": dict(params), "detect": dict(detect_params),
+                   "track": dict(track_params)},
     }
     write_clip_file(out_h5, clips, table_out, attrs=attrs, compression=str(params["compression"]),
                     clip_shape=tuple(clips.shape[1:]))

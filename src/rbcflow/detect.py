@@ -161,15 +161,27 @@ def band_mask(frame: np.ndarray, band: Band, blur_sigma: float = 0.0) -> np.ndar
     return cv2.bitwise_not(inside)
 
 
-def _circularity(points: np.ndarray) -> float:
-    hull = cv2.convexHull(points)
+class _Hulls(dict):
+    """Convex hulls of the contours met in one frame, each computed once."""
+
+    def of(self, points: np.ndarray) -> np.ndarray:
+        entry = self.get(id(points))
+        if entry is None or entry[0] is not points:
+            # the entry holds the contour itself, so its id cannot be reused meanwhile
+            entry = self[id(points)] = (points, cv2.convexHull(points))
+        return entry[1]
+
+
+def _circularity(points: np.ndarray, hulls: _Hulls | None = None) -> float:
+    hull = hulls.of(points) if hulls is not None else cv2.convexHull(points)
     perimeter = cv2.arcLength(hull, True)
     if perimeter <= 0:
         return 0.0
     return 2.0 * math.sqrt(math.pi * cv2.contourArea(hull)) / perimeter
 
 
-def _features(blob: BlobMask, frame: np.ndarray, points: np.ndarray) -> list[float]:
+def _features(blob: BlobMask, frame: np.ndarray, points: np.ndarray,
+              hulls: _Hulls | None = None) -> list[float]:
     moments = cv2.moments(blob.mask, binaryImage=True)
     area = moments["m00"]
     cx = blob.x + moments["m10"] / area
@@ -186,7 +198,7 @@ def _features(blob: BlobMask, frame: np.ndarray, points: np.ndarray) -> list[flo
     h, w = blob.mask.shape
     roi = frame[blob.y:blob.y + h, blob.x:blob.x + w]
     brightness = cv2.mean(roi, mask=blob.mask)[0]
-    deformation = 1.0 - _circularity(points) if len(points) >= 3 else 0.0
+    deformation = 1.0 - _circularity(points, hulls) if len(points) >= 3 else 0.0
     return [cx, cy, blob.x, blob.y, w, h, area, major, minor, orientation, deformation,
             brightness]
 
@@ -242,9 +254,11 @@ def _merge(group: list[_Fragment], gap: int) -> _Fragment:
                      points + offset, mask, cv2.countNonZero(mask))
 
 
-def _rejoin(fragments: list[_Fragment], params: DetectParams) -> list[_Fragment]:
+def _rejoin(fragments: list[_Fragment], params: DetectParams, hulls: _Hulls
+            ) -> list[_Fragment]:
     gap = params.rejoin_max_gap_px
-    not_round = [_circularity(f.points) < params.rejoin_max_circularity for f in fragments]
+    not_round = [_circularity(f.points, hulls) < params.rejoin_max_circularity
+                 for f in fragments]
     parent = list(range(len(fragments)))
 
     def root(i: int) -> int:
@@ -270,6 +284,17 @@ def _solidity(f: _Fragment) -> float:
     return cv2.contourArea(f.points) / hull_area if hull_area > 0 else 1.0
 
 
+def _pixel_solidity(f: _Fragment, hulls: _Hulls) -> float:
+    # the cheap screen: pixel count over hull area (above 1 for most single cells, whose
+    # pixel count exceeds their outline's area by about half the perimeter)
+    hull_area = cv2.contourArea(hulls.of(f.points))
+    return f.area / hull_area if hull_area > 0 else 1.0
+
+
+#: Long over short axis (second moments) below which a blob is not examined for a waist.
+MIN_PAIR_ELONGATION = 1.4
+
+
 def _part(f: _Fragment, part: np.ndarray) -> _Fragment | None:
     """The fragment of ``f`` covered by the 0/1 mask ``part`` (on f's box), largest piece."""
     contours, _ = cv2.findContours(part, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
@@ -291,12 +316,18 @@ def _split(f: _Fragment, params: DetectParams) -> list[_Fragment]:
     touching end to end or side by side. The cut is the line across the long axis at the
     waist.
     """
-    ys, xs = np.nonzero(f.mask)
-    xs = xs.astype(np.float64) - xs.mean()
-    ys = ys.astype(np.float64) - ys.mean()
-    cxx, cyy, cxy = (xs * xs).mean(), (ys * ys).mean(), (xs * ys).mean()
-    theta = 0.5 * math.atan2(2.0 * cxy, cxx - cyy)
-    along = xs * math.cos(theta) + ys * math.sin(theta)
+    m = cv2.moments(f.mask, binaryImage=True)
+    mu20, mu02, mu11 = m["mu20"], m["mu02"], m["mu11"]
+    half_sum, root = (mu20 + mu02) / 2.0, math.hypot((mu20 - mu02) / 2.0, mu11)
+    # two cells side by side or end to end make a blob at least ~1.7 times as long as
+    # wide (second moments); a single cell, however ragged its outline, is rounder
+    # unless stretched, and a stretched cell is convex
+    if half_sum - root <= 0 or (half_sum + root) / (half_sum - root) < MIN_PAIR_ELONGATION**2:
+        return [f]
+    theta = 0.5 * math.atan2(2.0 * mu11, mu20 - mu02)
+    yi, xi = np.nonzero(f.mask)
+    along = ((xi - m["m10"] / m["m00"]) * math.cos(theta)
+             + (yi - m["m01"] / m["m00"]) * math.sin(theta))
     lo = along.min()
     bins = (along - lo).astype(np.int64)
     profile = np.bincount(bins).astype(np.float64)
@@ -317,10 +348,9 @@ def _split(f: _Fragment, params: DetectParams) -> list[_Fragment]:
     # one cell's outline (a broken rim) makes a waist between humps much closer together
     if j - i < 0.6 * smooth_profile.max():
         return [f]
-    first = (bins < k).reshape(-1)
+    first = bins < k
     part_a = np.zeros_like(f.mask)
     part_b = np.zeros_like(f.mask)
-    yi, xi = np.nonzero(f.mask)
     part_a[yi[first], xi[first]] = 1
     part_b[yi[~first], xi[~first]] = 1
     parts = [_part(f, part_a), _part(f, part_b)]
@@ -332,7 +362,7 @@ def _split(f: _Fragment, params: DetectParams) -> list[_Fragment]:
 
 
 def _split_touching(fragments: list[_Fragment], params: DetectParams,
-                    shape: tuple[int, ...]) -> list[_Fragment]:
+                    shape: tuple[int, ...], hulls: _Hulls) -> list[_Fragment]:
     height, width = shape[:2]
     out = []
     for f in fragments:
@@ -340,7 +370,7 @@ def _split_touching(fragments: list[_Fragment], params: DetectParams,
         # cell's outline says nothing about a waist), or convex
         if (f.area >= 2 * params.min_area_px and f.x > 0 and f.y > 0
                 and f.x + f.w < width and f.y + f.h < height
-                and _solidity(f) < params.split_max_solidity):
+                and _pixel_solidity(f, hulls) < params.split_max_solidity):
             parts = _split(f, params)
             # three cells in a row: each half may hold a waist of its own
             out.extend(q for part in parts for q in (_split(part, params) if len(parts) > 1
@@ -381,22 +411,25 @@ def blobs_from_mask(
     floor = max(1, params.min_area_px // 4) if params.rejoin_split_cells else params.min_area_px
     fragments = []
     for contour in contours:
+        if len(contour) == 1 and floor > 1:
+            continue  # a lone pixel (pixel noise): most contours of a frame, skip them fast
         _, _, w, h = cv2.boundingRect(contour)
         if w * h >= floor:  # w * h bounds the pixel count: a cheap early rejection
             fragment = _fragment(contour)
             if fragment.area >= floor:
                 fragments.append(fragment)
+    hulls = _Hulls()
     if params.rejoin_split_cells and len(fragments) > 1:
-        fragments = _rejoin(fragments, params)
+        fragments = _rejoin(fragments, params, hulls)
     if params.split_touching and fragments:
-        fragments = _split_touching(fragments, params, mask.shape)
+        fragments = _split_touching(fragments, params, mask.shape, hulls)
     rows: list[list[float]] = []
     masks: list[BlobMask] = []
     for f in fragments:
         if f.area < params.min_area_px:
             continue
         blob = BlobMask(f.x, f.y, f.mask)
-        rows.append(_features(blob, frame, f.points))
+        rows.append(_features(blob, frame, f.points, hulls))
         masks.append(blob)
     table = np.array(rows, dtype=np.float64).reshape(len(rows), _N_COLUMNS)
     return (table, masks) if with_masks else table

@@ -164,6 +164,13 @@ class OnlineLinker:
         self._flow_n = 0
         #: track id -> True when the track took part in a collision
         self.collided: dict[int, bool] = {}
+        #: ids of the tracks that ended (were dropped) in the last :meth:`update`
+        self.ended: list[int] = []
+
+    @property
+    def active_ids(self) -> list[int]:
+        """Ids of the tracks still alive (they may be continued by later frames)."""
+        return [t.id for t in self._active]
 
     @property
     def n_tracks(self) -> int:
@@ -319,6 +326,7 @@ class OnlineLinker:
                 f"frame {frame} after frame {self._last_frame}: frames must increase")
         self._last_frame = frame
         p = self.params
+        self.ended = []
         if self._active:
             # deaths: gap too long, or the prediction has left the field of view
             margin = p.max_displacement_px
@@ -327,10 +335,12 @@ class OnlineLinker:
             for t in self._active:
                 dt = frame - t.frame
                 if dt > p.max_gap_frames + 1:
+                    self.ended.append(t.id)
                     continue
                 if t.n > 1:
                     px, py = t.x + t.vx * dt, t.y + t.vy * dt
                     if px < -margin or px > x_max or py < -margin or py > y_max:
+                        self.ended.append(t.id)
                         continue
                 keep.append(t)
             self._active = keep
@@ -615,9 +625,7 @@ def track_video(
     frame_size = (int(reader.width), int(reader.height))
     detector = background.detector(detect)
     linker = OnlineLinker(params, frame_size)
-    frames_out: list[np.ndarray] = []
-    ids_out: list[np.ndarray] = []
-    rows_out: list[np.ndarray] = []
+    builder = TableBuilder()
     n_frames = 0
     iterator = reader.frames()
     if progress:
@@ -628,27 +636,81 @@ def track_video(
     for index, frame in iterator:
         rows = detector(frame, index)
         n_frames += 1
-        if rows.shape[0] == 0:
-            linker.update(index, rows)
-            continue
         ids = linker.update(index, rows)
-        frames_out.append(np.full(rows.shape[0], index, dtype=np.int64))
-        ids_out.append(ids)
-        rows_out.append(rows)
+        if rows.shape[0]:
+            builder.add(index, ids, rows)
     if hasattr(reader, "close"):
         reader.close()
-    table = tracks_table(frames_out, ids_out, rows_out)
+    table = builder.table()
+    return finish_tracks(table, linker.collided, params, frame_size, n_frames, fps, um_per_px,
+                         background, detect_params, out_parquet, out_summary_tsv,
+                         source=video_path)[1]
+
+
+class TableBuilder:
+    """Collects one frame's detections at a time into the tracks table.
+
+    Frames are gathered in blocks (one array per ``block`` frames), so the Python objects
+    held do not grow with every frame of a long recording; only the detections do.
+    """
+
+    def __init__(self, block: int = 2048) -> None:
+        self.block = block
+        self._frames: list[np.ndarray] = []
+        self._ids: list[np.ndarray] = []
+        self._rows: list[np.ndarray] = []
+        self._blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def add(self, frame: int, ids: np.ndarray, rows: np.ndarray) -> None:
+        """Add one frame's detections (rows) and their track ids."""
+        self._frames.append(np.full(rows.shape[0], frame, dtype=np.int64))
+        self._ids.append(ids)
+        self._rows.append(rows)
+        if len(self._rows) >= self.block:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._rows:
+            self._blocks.append((np.concatenate(self._frames), np.concatenate(self._ids),
+                                 np.concatenate(self._rows)))
+            self._frames, self._ids, self._rows = [], [], []
+
+    def table(self) -> pd.DataFrame:
+        """The tracks table (``TRACK_TABLE_COLUMNS``) of everything added so far."""
+        self._flush()
+        return tracks_table([b[0] for b in self._blocks], [b[1] for b in self._blocks],
+                            [b[2] for b in self._blocks])
+
+
+def finish_tracks(
+    table: pd.DataFrame,
+    collided: Mapping[int, bool],
+    params: TrackParams,
+    frame_size: tuple[int, int],
+    n_frames: int,
+    fps: float,
+    um_per_px: float,
+    background,
+    detect_params: Mapping[str, object],
+    out_parquet: str | Path,
+    out_summary_tsv: str | Path,
+    source: str | Path = "",
+) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Centre line, per-track summary and the two track files of a linked recording.
+
+    Returns the tracks table, the summary and the metadata written with the table.
+    """
     centerline = estimate_centerline(table, frame_size, params.flow_direction,
                                      background=background.image_at(0))
-    summary = summarize_tracks(table, linker.collided, params, frame_size, fps, um_per_px,
+    summary = summarize_tracks(table, collided, params, frame_size, fps, um_per_px,
                                centerline)
     meta = {"frame_size": list(frame_size), "n_frames": n_frames, "fps": fps,
             "um_per_px": um_per_px, "track": dataclasses.asdict(params),
             "detect": dict(detect_params)}
     write_tracks(table, summary, out_parquet, out_summary_tsv, meta)
-    log.info("%s: %d frames, %d detections, %d tracks, %d kept", video_path, n_frames,
+    log.info("%s: %d frames, %d detections, %d tracks, %d kept", source, n_frames,
              len(table), len(summary), int((summary["status"] == "kept").sum()))
-    return summary
+    return table, summary, meta
 
 
 def tracks_table(frames: list[np.ndarray], ids: list[np.ndarray], rows: list[np.ndarray]

@@ -142,10 +142,14 @@ P_SECOND_CELL = 0.18
 #: inlet (centre to centre). Arrivals stay Poisson otherwise; without it, two cells
 #: drawn a frame apart enter overlapping and travel as one.
 ENTRY_HEADWAY_DIAMETERS = 2.0
-#: In single file a faster cell that catches up with a slower one is held back by the
-#: lubrication film between them (this many micrometres between the outlines), a near
-#: collision; cells do not overlap.
+#: In single file a faster cell that catches up with a slower one cannot pass it. In a
+#: confined channel the flow a cell disturbs reaches about one channel width around it,
+#: so the follower is slowed to the leader's speed once the gap between their outlines
+#: is down to INTERACTION_WIDTHS local channel widths (8 um in the 16 um channel, 2.5 um
+#: in the 5 um passage), and never closer than the lubrication film CONTACT_FILM_UM:
+#: near collisions happen where the channel narrows, cells never overlap.
 CONTACT_FILM_UM = 1.5
+INTERACTION_WIDTHS = 0.5
 
 
 def make_donors(n_donors: int, seed: int) -> list[Donor]:
@@ -367,13 +371,15 @@ def render_video(spec: VideoSpec, seed: int, sink, truth_handle) -> dict:
                 if off < best[0]:
                     best = (off, img)
         # Advance; in single file (the constriction) a cell cannot pass the one ahead and
-        # stops a lubrication film short of it (half lengths along the flow plus the film).
+        # keeps the interaction gap to it (half lengths along the flow plus the gap).
         lead_x, lead_half = math.inf, 0.0
         for cell in active:
             cell.state = advance(cell.state, cell.params, channel, dt)
             if continuous:
                 half = _half_length_um(cell, channel)
-                limit = lead_x - lead_half - half - CONTACT_FILM_UM
+                gap = max(CONTACT_FILM_UM,
+                          INTERACTION_WIDTHS * float(channel.width_um(cell.state.x_um)))
+                limit = lead_x - lead_half - half - gap
                 if cell.state.x_um > limit:
                     cell.state = CellState(limit, cell.state.deformation,
                                            cell.state.flip, cell.state.membrane)  # fmt: skip
