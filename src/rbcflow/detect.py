@@ -213,8 +213,9 @@ class _Fragment(NamedTuple):
     area: int
 
 
-def _fragment(contour: np.ndarray) -> _Fragment:
-    x, y, w, h = cv2.boundingRect(contour)
+def _fragment(contour: np.ndarray, rect: tuple[int, int, int, int] | None = None
+              ) -> _Fragment:
+    x, y, w, h = cv2.boundingRect(contour) if rect is None else rect
     mask = np.zeros((h, w), np.uint8)
     # Filling the external contour fills every hole of the blob at once.
     cv2.drawContours(mask, [contour], -1, 1, thickness=-1, offset=(-x, -y))
@@ -292,7 +293,7 @@ def _pixel_solidity(f: _Fragment, hulls: _Hulls) -> float:
 
 
 #: Long over short axis (second moments) below which a blob is not examined for a waist.
-MIN_PAIR_ELONGATION = 1.4
+MIN_PAIR_ELONGATION = 1.6
 
 
 def _part(f: _Fragment, part: np.ndarray) -> _Fragment | None:
@@ -413,9 +414,9 @@ def blobs_from_mask(
     for contour in contours:
         if len(contour) == 1 and floor > 1:
             continue  # a lone pixel (pixel noise): most contours of a frame, skip them fast
-        _, _, w, h = cv2.boundingRect(contour)
-        if w * h >= floor:  # w * h bounds the pixel count: a cheap early rejection
-            fragment = _fragment(contour)
+        rect = cv2.boundingRect(contour)
+        if rect[2] * rect[3] >= floor:  # w * h bounds the pixel count: a cheap early rejection
+            fragment = _fragment(contour, rect)
             if fragment.area >= floor:
                 fragments.append(fragment)
     hulls = _Hulls()

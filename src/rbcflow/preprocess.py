@@ -252,9 +252,10 @@ def track_and_cut(
                                      rows if mask_cells else None, xs[t], ys[t], crop, size)
             clips[tid] = (clip, int(f[0]), int(f[-1]))
 
+        single_image = len(background.start_frames) == 1
         for index, frame in reader.frames():
             n_frames += 1
-            k_bg = background.index_at(index)
+            k_bg = 0 if single_image else background.index_at(index)
             if k_bg not in bands:
                 bands[k_bg] = background_band(background.images[k_bg], detect)
                 bg_u8[k_bg] = np.clip(np.rint(background.images[k_bg]), 0, 255).astype(np.uint8)
