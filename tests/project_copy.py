@@ -20,7 +20,8 @@ def tracked_files() -> list[str]:
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
         cwd=REPO, capture_output=True, text=True, check=True,
     ).stdout
-    return [line for line in out.splitlines() if (REPO / line).is_file()]
+    names = out.splitlines()
+    return [n for n in names if (REPO / n).is_file() or (REPO / n).is_symlink()]
 
 
 def project_env(project: Path) -> dict[str, str]:
@@ -58,7 +59,10 @@ def make_project(destination: Path, config_overrides: dict | None = None) -> Pat
     for name in tracked_files():
         target = project / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / name, target)
+        if (REPO / name).is_symlink():  # e.g. src/rbcflow/schemas -> workflow/schemas
+            target.symlink_to(os.readlink(REPO / name))
+        else:
+            shutil.copy2(REPO / name, target)
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     for overrides in (yaml.safe_load((REPO / "config" / "tiny.yaml").read_text()),
                       config_overrides or {}):
