@@ -36,6 +36,17 @@ def stages_run(output: str) -> set[str]:
     return ran
 
 
+def nodes(tree):
+    """Every mapping in a JSON tree (dvc exp show nests experiments under commits)."""
+    if isinstance(tree, dict):
+        yield tree
+        for value in tree.values():
+            yield from nodes(value)
+    elif isinstance(tree, list):
+        for value in tree:
+            yield from nodes(value)
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("dvc") / "project"
@@ -117,10 +128,13 @@ def test_training_parameter_reruns_only_training_and_report(project):
 
 def test_experiment_run_and_show(project):
     run(["dvc", "exp", "run", "-S", "config/config.yaml:train.epochs=2", "-n", "short"], project)
-    shown = run(["dvc", "exp", "show", "--json"], project).stdout
-    assert "short" in shown
-    assert "accuracy" in shown  # the metric is listed
-    assert '"train.epochs"' in shown or "train.epochs" in shown
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
+    experiment = next(found for found in nodes(shown) if found.get("name") == "short"
+                      and "data" in found)  # fmt: skip
+    params = experiment["data"]["params"]["config/config.yaml"]["data"]
+    assert params["train"]["epochs"] == 2
+    metrics = experiment["data"]["metrics"]
+    assert "accuracy" in json.dumps(metrics["results/models/DA/metrics.json"])
     # Back to the committed state for the next tests.
     run(["git", "checkout", "--", "."], project)
     run(["dvc", "checkout", "--force"], project)

@@ -10,15 +10,15 @@ import pandas as pd
 import pytest
 
 from rbcflow.config import load_sample_sheet
-from rbcflow.simulate import PRESETS, TRUTH_COLUMNS, VideoSink, simulate_dataset
+from rbcflow.simulate import PRESETS, TRUTH_COLUMNS, VideoSink
 from rbcflow.simulate.scenario import plan_dataset, write_video
+
+pytestmark = pytest.mark.xdist_group("tiny")
 
 
 @pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny")
-    sheet = simulate_dataset(out, preset="tiny", seed=7, progress=False)
-    return out, sheet
+def tiny(tiny_dataset):
+    return tiny_dataset
 
 
 def _decode_count(path) -> int:

@@ -37,17 +37,20 @@ TRUTH_COLUMNS = [
 ]  # fmt: skip
 
 #: Full-strength condition parameters. Speeds (mean, sd in mm/s) are seed 000's Fig. 4;
-#: stiffness, tumbling and crenation follow its observations (DA/FA: echinocytes;
-#: GA: little visible difference, mostly tumbling).
+#: stiffness, tumbling and crenation follow its observations (DA/FA: spiked echinocytes,
+#: DA most often; GA: little visible difference in shape, stiff and mostly tumbling;
+#: modified cells tumble more often than native ones). The probabilities are set so that
+#: the difficulty order of seed 000's Table 1 (DA easiest, the mix hardest) can emerge
+#: from what the cells look like and do, with speed hidden by track-mode clips.
 CONDITION_PARAMS: dict[str, dict[str, float]] = {
-    "native": dict(speed=4.4, speed_sd=0.8, stiffness=1.0, viscosity=1.0, p_tumble=0.08,
-                   p_crenated=0.03, crenation=0.08, wrinkle=0.02, size=1.0),
-    "DA": dict(speed=6.5, speed_sd=0.4, stiffness=2.5, viscosity=1.8, p_tumble=0.35,
-               p_crenated=0.65, crenation=0.10, wrinkle=0.03, size=0.96),
-    "FA": dict(speed=4.2, speed_sd=0.4, stiffness=3.5, viscosity=1.3, p_tumble=0.45,
-               p_crenated=0.45, crenation=0.08, wrinkle=0.03, size=0.98),
-    "GA": dict(speed=3.9, speed_sd=0.3, stiffness=10.0, viscosity=1.0, p_tumble=0.75,
-               p_crenated=0.05, crenation=0.06, wrinkle=0.05, size=1.0),
+    "native": dict(speed=4.4, speed_sd=0.8, stiffness=1.0, viscosity=1.0, p_tumble=0.05,
+                   p_crenated=0.02, crenation=0.08, wrinkle=0.02, size=1.0),
+    "DA": dict(speed=6.5, speed_sd=0.4, stiffness=4.0, viscosity=2.0, p_tumble=0.6,
+               p_crenated=0.9, crenation=0.22, wrinkle=0.03, size=0.92),
+    "FA": dict(speed=4.2, speed_sd=0.4, stiffness=5.0, viscosity=1.5, p_tumble=0.6,
+               p_crenated=0.7, crenation=0.16, wrinkle=0.04, size=0.97),
+    "GA": dict(speed=3.9, speed_sd=0.3, stiffness=15.0, viscosity=1.0, p_tumble=0.85,
+               p_crenated=0.05, crenation=0.06, wrinkle=0.10, size=1.0),
 }  # fmt: skip
 _LOG_SCALED = ("stiffness", "viscosity")
 

@@ -1,0 +1,37 @@
+"""Shared fixtures: the simulated tiny dataset, and its clips, built once per test worker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rbcflow.config import load_config, load_sample_sheet
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> tuple[Path, Path]:
+    """The `tiny` preset (seed 7): (folder, sample sheet)."""
+    from rbcflow.simulate import simulate_dataset
+
+    out = tmp_path_factory.mktemp("tiny")
+    sheet = simulate_dataset(out, preset="tiny", seed=7, progress=False, workers=2)
+    return out, sheet
+
+
+@pytest.fixture(scope="session")
+def tiny_clips(tiny_dataset, tmp_path_factory) -> tuple[list[Path], dict]:
+    """Clips of every tiny recording, cut by the real chain with the shipped config."""
+    from rbcflow.preprocess import preprocess_video
+
+    _, sheet_path = tiny_dataset
+    config = load_config(REPO / "config" / "config.yaml")
+    sheet = load_sample_sheet(sheet_path, conditions=config["conditions"])
+    results = tmp_path_factory.mktemp("tiny_results")
+    clip_files = []
+    for _, row in sheet.iterrows():
+        paths = preprocess_video(row["path"], results, config, row.to_dict())
+        clip_files.append(paths["clips"])
+    return clip_files, config
