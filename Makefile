@@ -23,7 +23,7 @@ demo: $(VENV)/.installed
 
 ## test: set up, then run the test suite
 test: $(VENV)/.installed browser
-	$(BIN)/python -m pytest -n 2 --dist loadgroup --timeout 1500 tests
+	$(BIN)/python -m pytest -n 2 --dist loadscope --timeout 1500 tests
 
 # The report's browser test needs Debian's chromium. CI installs it; elsewhere the test
 # is skipped with a message saying how to install it.

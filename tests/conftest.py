@@ -13,11 +13,21 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> tuple[Path, Path]:
-    """The `tiny` preset (seed 7): (folder, sample sheet)."""
+    """The `tiny` preset (seed 7): (folder, sample sheet).
+
+    Simulated once per test run: parallel test workers share it through a file lock in
+    the run's common temporary folder (the pattern of pytest-xdist's documentation).
+    """
+    from filelock import FileLock
+
     from rbcflow.simulate import simulate_dataset
 
-    out = tmp_path_factory.mktemp("tiny")
-    sheet = simulate_dataset(out, preset="tiny", seed=7, progress=False, workers=2)
+    shared = tmp_path_factory.getbasetemp().parent
+    out = shared / "tiny_dataset"
+    with FileLock(str(shared / "tiny_dataset.lock")):
+        sheet = out / "samples.tsv"
+        if not sheet.exists():  # samples.tsv is written last: its presence means complete
+            simulate_dataset(out, preset="tiny", seed=7, progress=False, workers=2)
     return out, sheet
 
 

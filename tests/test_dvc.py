@@ -17,7 +17,7 @@ import pytest
 import yaml
 from project_copy import make_project, run
 
-pytestmark = [pytest.mark.workflow, pytest.mark.slow, pytest.mark.xdist_group("workflow")]
+pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
 REPORT_FILES = ["results/report/table1.json", "results/report/table1.csv",
                 "results/report/index.html"]

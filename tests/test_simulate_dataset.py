@@ -13,8 +13,6 @@ from rbcflow.config import load_sample_sheet
 from rbcflow.simulate import PRESETS, TRUTH_COLUMNS, VideoSink
 from rbcflow.simulate.scenario import plan_dataset, write_video
 
-pytestmark = pytest.mark.xdist_group("tiny")
-
 
 @pytest.fixture(scope="session")
 def tiny(tiny_dataset):

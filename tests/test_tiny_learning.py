@@ -8,7 +8,7 @@ from rbcflow.evaluate import evaluate_task
 from rbcflow.split import split_task
 from rbcflow.train import train_task
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny")]
+pytestmark = pytest.mark.slow
 
 
 def test_default_model_beats_chance_clearly_on_da(tiny_clips, tmp_path):
