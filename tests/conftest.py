@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,9 @@ def tiny_dataset(tmp_path_factory) -> tuple[Path, Path]:
 
     from rbcflow.simulate import simulate_dataset
 
-    shared = tmp_path_factory.getbasetemp().parent
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # each worker has its own folder below the run's
+        shared = shared.parent
     out = shared / "tiny_dataset"
     with FileLock(str(shared / "tiny_dataset.lock")):
         sheet = out / "samples.tsv"
