@@ -3,8 +3,9 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= all
+SNAKEMAKE ?= $(BIN)/snakemake
 
-.PHONY: demo test browser lint lock clean-results
+.PHONY: demo test browser after-checkout lint lock clean-results
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +33,13 @@ browser:
 		(apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
 		|| echo "could not install chromium: the browser test will be skipped"; \
 	fi
+
+## after-checkout: after `dvc checkout` / `dvc pull`, tell Snakemake the restored files are
+## current (DVC checked their content; their modification times and Snakemake's records
+## of how they were made are not to be trusted)
+after-checkout:
+	rm -rf .snakemake/metadata
+	$(SNAKEMAKE) --touch --cores 1 all
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests workflow benchmarks

@@ -16,7 +16,12 @@ from rbcflow.simulate.mechanics import (
     pose,
     step_jeffery,
 )
-from rbcflow.simulate.scenario import CONDITIONS, condition_params, plan_dataset
+from rbcflow.simulate.scenario import (
+    CONDITION_PARAMS,
+    CONDITIONS,
+    condition_params,
+    plan_dataset,
+)
 
 
 def _cell(**kw) -> CellParams:
@@ -92,7 +97,9 @@ def test_effect_size_zero_makes_conditions_identical():
     for c in CONDITIONS:
         assert condition_params(c, 0.0) == pytest.approx(ref)
     assert condition_params("DA", 1.0)["speed"] == pytest.approx(6.5)
-    assert condition_params("GA", 0.5)["stiffness"] == pytest.approx(math.sqrt(10.0))
+    # stiffness is interpolated on a log scale: half the effect is the geometric mean
+    full = CONDITION_PARAMS["GA"]["stiffness"] / CONDITION_PARAMS["native"]["stiffness"]
+    assert condition_params("GA", 0.5)["stiffness"] == pytest.approx(math.sqrt(full))
 
 
 def test_effect_size_zero_cell_distributions_match():

@@ -320,7 +320,9 @@ def test_triggered_recordings_meet_the_tracking_targets(tmp_path):
 
 @pytest.mark.slow
 def test_continuous_recordings_isolated_cells_are_detected(tmp_path):
-    m = _pooled(list(_simulated_runs(tmp_path, "continuous", 2)))
+    # eight recordings over donors and all four conditions: two alone can both be the
+    # rare native recording with a long overtaking manoeuvre (IDF1 0.81)
+    m = _pooled(list(_simulated_runs(tmp_path, "continuous", 8)))
     assert m["detection_recall_isolated"] >= 0.98, m
     # identity metrics on continuous recordings: see the next test
     assert m["idf1"] > 0.5, m
@@ -328,5 +330,7 @@ def test_continuous_recordings_isolated_cells_are_detected(tmp_path):
 
 @pytest.mark.slow
 def test_continuous_recordings_meet_the_idf1_target(tmp_path):
-    m = _pooled(list(_simulated_runs(tmp_path, "continuous", 2)))
+    # eight recordings over donors and all four conditions: two alone can both be the
+    # rare native recording with a long overtaking manoeuvre (IDF1 0.81)
+    m = _pooled(list(_simulated_runs(tmp_path, "continuous", 8)))
     assert m["idf1"] >= 0.90, m
