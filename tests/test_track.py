@@ -250,19 +250,6 @@ def test_evaluation_detects_identity_swaps():
     assert bad["recall"] == pytest.approx(good["recall"])
 
 
-def test_linker_throughput_is_far_from_the_chain_budget():
-    import time
-
-    frames, _ = synthetic_flow(seed=6, n_frames=3000)
-    linker = OnlineLinker(TrackParams(), (W, H))
-    start = time.perf_counter()
-    for k, det in enumerate(frames):
-        linker.update(k, det)
-    per_frame = (time.perf_counter() - start) / len(frames)
-    # the chain's budget is 200 us per frame (5,000 frames/s); the linker may use a fifth
-    assert per_frame < 40e-6, f"{per_frame * 1e6:.1f} us per frame"
-
-
 # --- against the simulator's truth, on recordings of the demo preset ---------------------
 
 def _simulated_runs(tmp_path, mode: str, n: int):
