@@ -222,9 +222,3 @@ def load_sample_sheet(
     for column in NUMERIC_SAMPLE_COLUMNS:
         sheet[column] = sheet[column].astype(float)
     return sheet.set_index("sample", drop=False)
-
-
-def write_sample_sheet(sheet: pd.DataFrame, path: str | Path) -> None:
-    """Write a sample sheet as TSV (paths are written as given)."""
-    columns = SAMPLE_COLUMNS + [c for c in OPTIONAL_SAMPLE_COLUMNS if c in sheet.columns]
-    sheet.loc[:, columns].to_csv(path, sep="\t", index=False)
