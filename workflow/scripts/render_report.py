@@ -5,9 +5,8 @@ from pathlib import Path
 from rbcflow.rulelog import rule_logging
 
 with rule_logging(snakemake.log[0]) as log:
-    from rbcflow.report import build_report
-
     from rbcflow.config import load_sample_sheet
+    from rbcflow.report import build_report
 
     config = snakemake.params.config
     sheet = load_sample_sheet(snakemake.input.sheet, conditions=config["conditions"])
