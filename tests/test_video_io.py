@@ -84,6 +84,30 @@ def test_frames_window_and_sample_frames(tmp_path):
         sample_frames(path, [1, 20])
 
 
+@pytest.mark.parametrize("kind", ["raw.avi", "ffv1.avi", "s.tif", "frames"])
+def test_only_yields_the_chosen_frames(tmp_path, kind):
+    frames = _frames()
+    if kind.endswith(".avi"):
+        path = _write_video(tmp_path / kind, frames, "raw" if kind == "raw.avi" else "FFV1")
+    elif kind == "s.tif":
+        path = tmp_path / kind
+        tifffile.imwrite(path, np.stack(frames))
+    else:
+        path = tmp_path / kind
+        path.mkdir()
+        for i, frame in enumerate(frames):
+            cv2.imwrite(str(path / f"{i:03d}.png"), frame)
+    with open_video(path) as reader:
+        got = list(reader.frames(2, 11, only={1, 3, 4, 8, 10, 11}))
+        # frames passed over leave the stream in step: what follows is still exact
+        rest = list(reader.frames(0, None, only=range(9, N)))
+        assert reader.problems == []
+    assert [i for i, _ in got] == [3, 4, 8, 10]
+    assert all(np.array_equal(f, frames[i]) for i, f in got)
+    assert [i for i, _ in rest] == list(range(9, N))
+    assert all(np.array_equal(f, frames[i]) for i, f in rest)
+
+
 def test_multipage_tiff_8_and_16_bit(tmp_path):
     frames = _frames()
     tifffile.imwrite(tmp_path / "s.tif", np.stack(frames))

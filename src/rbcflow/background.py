@@ -247,11 +247,10 @@ def build_background(
     current = 0
     read = 0
     with open_video(video_path) as reader:
-        for index, frame in reader.frames(0, last + 1):
-            read += 1
-            w = wanted.get(index)
-            if w is None:
-                continue
+        # frames between the sampled ones are passed over without building their arrays
+        for index, frame in reader.frames(0, last + 1, only=wanted):
+            read = index + 1
+            w = wanted[index]
             if mog2 is not None:
                 mog2.apply(frame)
                 continue
@@ -260,6 +259,9 @@ def build_background(
                 held, current = [], w
             held.append(smooth(frame, blur_sigma).copy())
     if read <= last:
+        # frames were passed over unread: count them again for the message (error path only)
+        with open_video(video_path) as reader:
+            read = sum(1 for _ in reader.frames())
         raise VideoError(f"{video_path}: only {read} frames readable, the sample needs "
                          f"frame {last} (pass n_frames_readable from the ingest JSON)")
     if mog2 is not None:

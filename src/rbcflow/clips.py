@@ -236,7 +236,7 @@ def cut_track_clips(
     sigma = detect_params.blur_sigma or float(background.params.get("blur_sigma", 0.0))
     bands: dict[int, object] = {}
     bg_u8: dict[int, np.ndarray] = {}
-    for index, frame in reader.frames(first, last + 1):
+    for index, frame in reader.frames(first, last + 1, only=set(frames.tolist())):
         if pos >= len(frames):
             break
         if frames[pos] != index:
@@ -290,7 +290,7 @@ def cut_frame_clip(reader, background, params: Mapping[str, object], detect_para
     scale = float(params["frame_scale"])
     clip = None
     got = 0
-    for index, frame in reader.frames(wanted[0], wanted[-1] + 1):
+    for index, frame in reader.frames(wanted[0], wanted[-1] + 1, only=set(wanted)):
         if index not in wanted:
             continue
         overlay = frame_overlay(frame, background.image_at(index), scale, detect_params)

@@ -382,6 +382,20 @@ def _split_touching(fragments: list[_Fragment], params: DetectParams,
     return out
 
 
+#: 3 x 3 neighbourhood without its centre: dilating by it marks pixels with a neighbour.
+_RING = np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], np.uint8)
+
+
+def drop_lone_pixels(mask: np.ndarray) -> np.ndarray:
+    """Copy of a mask without its lone pixels (nonzero, none of the 8 neighbours nonzero).
+
+    Every other pixel keeps a nonzero value (not always its own: the minimum with its
+    largest neighbour), so the outlines of all larger blobs are unchanged.
+    """
+    return cv2.min(mask, cv2.dilate(mask, _RING, borderType=cv2.BORDER_CONSTANT,
+                                    borderValue=0))
+
+
 def blobs_from_mask(
     mask: np.ndarray, frame: np.ndarray, params: DetectParams, with_masks: bool = False
 ) -> np.ndarray | tuple[np.ndarray, list[BlobMask]]:
@@ -407,13 +421,15 @@ def blobs_from_mask(
     if params.close_px > 0:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (params.close_px, params.close_px))
         mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel)
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     # Fragments of a split cell may each be smaller than a cell; keep them until re-joined.
     floor = max(1, params.min_area_px // 4) if params.rejoin_split_cells else params.min_area_px
+    if floor > 1:
+        # Lone pixels (pixel noise, nine in ten contours of a frame) would be dropped anyway;
+        # clearing them first is one cheap pass and spares tracing each as a contour.
+        mask = drop_lone_pixels(mask)
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     fragments = []
     for contour in contours:
-        if len(contour) == 1 and floor > 1:
-            continue  # a lone pixel (pixel noise): most contours of a frame, skip them fast
         rect = cv2.boundingRect(contour)
         if rect[2] * rect[3] >= floor:  # w * h bounds the pixel count: a cheap early rejection
             fragment = _fragment(contour, rect)

@@ -14,7 +14,7 @@ a per-file amount fixed from the first frame, so their brightest value fits in 8
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from pathlib import Path
 
 import cv2
@@ -127,12 +127,15 @@ class VideoReader:
         if problem not in self.problems:
             self.problems.append(problem)
 
-    def frames(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    def frames(self, start: int = 0, stop: int | None = None,
+               only: Container[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(index, frame)`` for ``start <= index < stop`` (to the end when None).
 
         Frames are HxW uint8 grey arrays, decoded one at a time in file order. The stream
         ends early, without an exception, when the file holds fewer readable frames;
-        the reason is appended to :attr:`problems`.
+        the reason is appended to :attr:`problems`. With ``only``, just the indices in it
+        are yielded; the others are passed over without building their arrays (for a
+        video stream: demuxed, not converted), which is cheaper than skipping them after.
         """
         raise NotImplementedError
 
@@ -184,7 +187,8 @@ class OpenCVReader(VideoReader):
             raise VideoError(f"{self.path}: frame 0 cannot be decoded")
         return _to_grey(frame, 0, "BGR")
 
-    def frames(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    def frames(self, start: int = 0, stop: int | None = None,
+               only: Container[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
         capture = self._capture()
         try:
             index = 0
@@ -195,6 +199,13 @@ class OpenCVReader(VideoReader):
                     return
                 index += 1
             while stop is None or index < stop:
+                if only is not None and index not in only:
+                    # grab without retrieve: no copy of the frame into an array
+                    if not capture.grab():
+                        self._end(index)
+                        return
+                    index += 1
+                    continue
                 ok, frame = capture.read()
                 if not ok:
                     self._end(index)
@@ -243,10 +254,13 @@ class TiffReader(VideoReader):
         if tif is not None:
             tif.close()
 
-    def frames(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    def frames(self, start: int = 0, stop: int | None = None,
+               only: Container[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
         pages = self._tif.pages
         end = len(pages) if stop is None else min(stop, len(pages))
         for index in range(start, end):
+            if only is not None and index not in only:
+                continue
             try:
                 raw = pages[index].asarray()
             except Exception as exc:  # a truncated page: stop, like a truncated stream
@@ -289,9 +303,12 @@ class FrameFolderReader(VideoReader):
             raise VideoError(f"{self.path}: frame {index} ({file.name}) cannot be decoded")
         return image
 
-    def frames(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    def frames(self, start: int = 0, stop: int | None = None,
+               only: Container[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
         end = len(self.files) if stop is None else min(stop, len(self.files))
         for index in range(start, end):
+            if only is not None and index not in only:
+                continue
             frame = _to_grey(self._load(index), self._shift, "BGR")
             yield index, self._checked(frame, index)
 
@@ -325,9 +342,12 @@ class CineReader(VideoReader):
         if cine is not None:
             cine.close()
 
-    def frames(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    def frames(self, start: int = 0, stop: int | None = None,
+               only: Container[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
         end = len(self._cine) if stop is None else min(stop, len(self._cine))
         for index in range(start, end):
+            if only is not None and index not in only:
+                continue
             try:
                 raw = np.asarray(self._cine.get_frame(index))
             except Exception as exc:
@@ -375,9 +395,8 @@ def sample_frames(path: str | Path, indices: Iterable[int]) -> dict[int, np.ndar
         raise ValueError(f"negative frame index {min(wanted)}")
     out: dict[int, np.ndarray] = {}
     with open_video(path) as reader:
-        for index, frame in reader.frames(0, max(wanted) + 1):
-            if index in wanted:
-                out[index] = frame.copy()
+        for index, frame in reader.frames(0, max(wanted) + 1, only=wanted):
+            out[index] = frame.copy()
     missing = sorted(wanted - out.keys())
     if missing:
         raise VideoError(
