@@ -108,6 +108,46 @@ def test_only_yields_the_chosen_frames(tmp_path, kind):
     assert all(np.array_equal(f, frames[i]) for i, f in rest)
 
 
+def _write_raw_avi(path, frames, sizes=None):
+    """Uncompressed Y800 AVI with the simulator's writer; ``sizes`` cuts chunks short."""
+    from rbcflow.simulate.writer import _AviFile
+
+    height, width = frames[0].shape
+    with open(path, "wb") as handle:
+        avi = _AviFile(handle, width, height, 250.0, b"Y800", 8)
+        for i, frame in enumerate(frames):
+            payload = frame.tobytes()
+            avi.write_chunk(payload[: (sizes or {}).get(i, len(payload))], b"00db")
+        avi.close()
+    return path
+
+
+def test_raw_avi_chunks_read_directly_equal_ffmpeg(tmp_path):
+    frames = [f[:, :95].copy() for f in _frames()]  # odd width: odd chunks, padding bytes
+    path = _write_raw_avi(tmp_path / "odd.avi", frames)
+    with open_video(path) as reader:
+        assert isinstance(reader, OpenCVReader) and reader.reads_raw
+        got = list(reader.frames())
+        decoded = list(reader._decoded(0, None, None))
+        assert reader.problems == []
+    assert [i for i, _ in got] == list(range(N)) == [i for i, _ in decoded]
+    assert all(np.array_equal(f, frames[i]) for i, f in got)
+    assert all(np.array_equal(f, g) for (_, f), (_, g) in zip(got, decoded, strict=True))
+
+
+def test_raw_avi_odd_chunk_hands_over_to_ffmpeg(tmp_path):
+    frames = _frames()
+    path = _write_raw_avi(tmp_path / "drop.avi", frames, sizes={5: 0})  # a dropped frame
+    with open_video(path) as reader:
+        assert reader.reads_raw
+        got = list(reader.frames())
+        decoded = list(reader._decoded(0, None, None))
+    # whatever FFmpeg makes of the empty chunk, the reader gives the same
+    assert [i for i, _ in got] == [i for i, _ in decoded]
+    assert all(np.array_equal(f, g) for (_, f), (_, g) in zip(got, decoded, strict=True))
+    assert all(np.array_equal(f, frames[i]) for i, f in got[:5])
+
+
 def test_multipage_tiff_8_and_16_bit(tmp_path):
     frames = _frames()
     tifffile.imwrite(tmp_path / "s.tif", np.stack(frames))

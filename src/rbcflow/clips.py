@@ -79,13 +79,20 @@ def crop_window(image: np.ndarray, fill: np.ndarray, x: float, y: float, size: i
     ``fill`` is an image of the same shape (the background), so a window at the edge
     continues the background instead of turning black.
     """
+    return _window(image, fill, x, y, size, copy=True)
+
+
+def _window(image: np.ndarray, fill: np.ndarray, x: float, y: float, size: int,
+            copy: bool) -> np.ndarray:
+    """:func:`crop_window`; without ``copy`` a window wholly inside is a view."""
     height, width = image.shape
     x0 = int(round(x)) - size // 2
     y0 = int(round(y)) - size // 2
     xa, xb = max(x0, 0), min(x0 + size, width)
     ya, yb = max(y0, 0), min(y0 + size, height)
     if xa == x0 and ya == y0 and xb == x0 + size and yb == y0 + size:
-        return image[y0 : y0 + size, x0 : x0 + size].copy()
+        inside = image[y0 : y0 + size, x0 : x0 + size]
+        return inside.copy() if copy else inside
     # pad by edge replication of the background where the window leaves the frame
     out = np.empty((size, size), dtype=image.dtype)
     ys = np.clip(np.arange(y0, y0 + size), 0, height - 1)
@@ -153,9 +160,11 @@ def plan_track_clips(
         "flight_distance_px"])
 
 
+_GROW_KERNEL = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * MASK_GROW_PX + 1,) * 2)
+
+
 def _grown(mask: np.ndarray) -> np.ndarray:
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * MASK_GROW_PX + 1,) * 2)
-    return cv2.dilate(mask, kernel)
+    return cv2.dilate(mask, _GROW_KERNEL)
 
 
 def clip_frame(frame: np.ndarray, bg: np.ndarray, blobs, rows, x: float, y: float,
@@ -168,13 +177,14 @@ def clip_frame(frame: np.ndarray, bg: np.ndarray, blobs, rows, x: float, y: floa
     """
     from rbcflow.detect import select_blob
 
-    window = crop_window(frame, bg, x, y, crop)
-    if blobs is not None:
-        keep = np.zeros((crop, crop), np.uint8)
-        b = select_blob(blobs, rows, x, y)
-        if b is not None and np.hypot(rows[b, 0] - x, rows[b, 1] - y) <= crop / 2:
-            keep = _grown_window(blobs[b], frame.shape, x, y, crop)
-        window = np.where(keep > 0, window, crop_window(bg, bg, x, y, crop))
+    if blobs is None:
+        return _resize(crop_window(frame, bg, x, y, crop), (size, size))
+    # the background's window, with the cell's (grown) blob copied in from the frame
+    window = crop_window(bg, bg, x, y, crop)
+    b = select_blob(blobs, rows, x, y)
+    if b is not None and np.hypot(rows[b, 0] - x, rows[b, 1] - y) <= crop / 2:
+        keep = _grown_window(blobs[b], frame.shape, x, y, crop)
+        np.copyto(window, _window(frame, bg, x, y, crop, copy=False), where=keep > 0)
     return _resize(window, (size, size))
 
 

@@ -100,10 +100,16 @@ class BlobMask(NamedTuple):
 
 
 class Band(NamedTuple):
-    """Per-pixel grey levels ``lower <= f <= upper`` that count as background."""
+    """Per-pixel grey levels ``lower <= f <= upper`` that count as background.
+
+    ``span`` is ``upper - lower`` when ``lower <= upper`` everywhere (else None): then
+    ``lower <= f <= upper`` exactly when ``(f - lower) mod 256 <= span``, one wrapping
+    subtraction and one comparison that yields the foreground without an inversion.
+    """
 
     lower: np.ndarray
     upper: np.ndarray
+    span: np.ndarray | None = None
 
 
 def smooth(frame: np.ndarray, sigma: float) -> np.ndarray:
@@ -152,13 +158,18 @@ def background_band(background: np.ndarray, params: DetectParams) -> Band:
         upper[:] = 255
     elif params.polarity == "bright":
         lower[:] = 0
-    return Band(lower, upper)
+    # an empty band (possible for thresholds below 0.5) has no span: inRange handles it
+    span = cv2.subtract(upper, lower) if bool(np.all(lower <= upper)) else None
+    return Band(lower, upper, span)
 
 
 def band_mask(frame: np.ndarray, band: Band, blur_sigma: float = 0.0) -> np.ndarray:
     """Raw foreground mask (uint8 0/255, holes not filled) of a frame against a band."""
-    inside = cv2.inRange(smooth(frame, blur_sigma), band.lower, band.upper)
-    return cv2.bitwise_not(inside)
+    frame = smooth(frame, blur_sigma)
+    if band.span is None:
+        return cv2.bitwise_not(cv2.inRange(frame, band.lower, band.upper))
+    offset = np.subtract(frame, band.lower)  # uint8: wraps modulo 256
+    return cv2.compare(offset, band.span, cv2.CMP_GT)
 
 
 class _Hulls(dict):

@@ -7,14 +7,19 @@ decoded one at a time, so memory does not grow with the length of the recording.
 
 Grey raw or FFV1 video (pixel format ``Y800``) is read without OpenCV's BGR conversion,
 which is about six times faster; anything else is decoded to colour by the codec and
-converted to grey once (ITU-R BT.601 luma). Deeper-than-8-bit frames are shifted right by
+converted to grey once (ITU-R BT.601 luma). Uncompressed 8-bit grey AVI (``Y800``,
+``Y8``, ``GREY``) is read straight from its frame chunks, one read into each frame's
+array, which halves the decoding cost again; its first frame is checked against
+OpenCV's at opening, and any chunk that does not hold exactly one frame hands the rest of
+the stream back to OpenCV. Deeper-than-8-bit frames are shifted right by
 a per-file amount fixed from the first frame, so their brightest value fits in 8 bits.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Container, Iterable, Iterator
+import struct
+from collections.abc import Container, Generator, Iterable, Iterator
 from pathlib import Path
 
 import cv2
@@ -67,6 +72,132 @@ def _to_grey(frame: np.ndarray, shift: int, channel_order: str) -> np.ndarray:
     if frame.dtype == np.bool_:
         return frame.astype(np.uint8) * 255
     return np.clip(np.rint(frame), 0, 255).astype(np.uint8)
+
+
+#: BITMAPINFOHEADER compressions of top-down 8-bit grey frames (what FFmpeg reads as gray).
+_GREY_FOURCCS = (b"Y800", b"Y8  ", b"GREY")
+
+
+class _NotOneFrame(Exception):
+    """A movi chunk the raw AVI path does not read as one frame (index of that frame)."""
+
+
+class _RawAvi:
+    """Frame chunks of an uncompressed 8-bit grey AVI, read without a decoder.
+
+    Only the layout is parsed here: the ``movi`` lists (of the RIFF ``AVI `` chunk and of
+    the OpenDML ``AVIX`` extensions, in file order) and the video stream's chunk prefix.
+    :meth:`parse` returns None for anything else, and the caller compares the first
+    frame with OpenCV's before using it.
+    """
+
+    def __init__(self, path: Path, shape: tuple[int, int], prefix: bytes,
+                 movi: list[tuple[int, int]]) -> None:
+        self.path = path
+        self.shape = shape
+        self.frame_bytes = shape[0] * shape[1]
+        self.prefix = prefix
+        self.movi = movi
+
+    @classmethod
+    def parse(cls, path: Path) -> _RawAvi | None:
+        try:
+            with open(path, "rb") as f:
+                return cls._parse(path, f, path.stat().st_size)
+        except (OSError, struct.error, ValueError):
+            return None
+
+    @classmethod
+    def _parse(cls, path: Path, f, file_size: int) -> _RawAvi | None:
+        movi: list[tuple[int, int]] = []
+        shape = prefix = None
+        pos = 0
+        while pos + 12 <= file_size:
+            f.seek(pos)
+            head = f.read(12)
+            if head[:4] != b"RIFF" or head[8:12] not in (b"AVI ", b"AVIX"):
+                break
+            end = min(pos + 8 + struct.unpack("<I", head[4:8])[0], file_size)
+            inner = pos + 12
+            while inner + 12 <= end:
+                f.seek(inner)
+                chunk = f.read(12)
+                size = struct.unpack("<I", chunk[4:8])[0]
+                if chunk[:4] == b"LIST" and chunk[8:12] == b"movi":
+                    movi.append((inner + 12, min(inner + 8 + size, end)))
+                elif chunk[:4] == b"LIST" and chunk[8:12] == b"hdrl" and shape is None:
+                    f.seek(inner + 12)
+                    found = cls._video_stream(f.read(size - 4))
+                    if found is None:
+                        return None
+                    shape, prefix = found
+                inner += 8 + size + (size & 1)
+            pos = end + ((end - pos) & 1)
+        if shape is None or not movi:
+            return None
+        return cls(path, shape, prefix, movi)
+
+    @staticmethod
+    def _video_stream(hdrl: bytes) -> tuple[tuple[int, int], bytes] | None:
+        """(height, width) and chunk prefix of the first video stream, if 8-bit grey."""
+        pos, stream = 0, 0
+        while pos + 12 <= len(hdrl):
+            fcc, size = hdrl[pos:pos + 4], struct.unpack("<I", hdrl[pos + 4:pos + 8])[0]
+            if fcc == b"LIST" and hdrl[pos + 8:pos + 12] == b"strl":
+                strl = hdrl[pos + 12:pos + 8 + size]
+                strh = strl.find(b"strh")
+                strf = strl.find(b"strf")
+                if strh >= 0 and strl[strh + 8:strh + 12] == b"vids":
+                    if strf < 0:
+                        return None
+                    _, width, height, _, bits, compression = struct.unpack(
+                        "<IiiHH4s", strl[strf + 8:strf + 28])
+                    if bits != 8 or compression not in _GREY_FOURCCS or width <= 0 \
+                            or height <= 0:
+                        return None
+                    return (height, width), f"{stream:02d}".encode()
+                stream += 1
+            pos += 8 + size + (size & 1)
+        return None
+
+    def frames(self, start: int, stop: int | None, only: Container[int] | None
+               ) -> Generator[tuple[int, np.ndarray], None, int]:
+        """Yield ``(index, frame)`` like :meth:`VideoReader.frames`.
+
+        Returns the index it stopped at: ``stop``, or the number of whole frames the file
+        holds. Raises :class:`_NotOneFrame` at a video chunk of another size than a frame.
+        """
+        index = 0
+        with open(self.path, "rb", buffering=0) as f:
+            here = 0
+            for lo, hi in self.movi:
+                pos = lo
+                while pos + 8 <= hi:
+                    if here != pos:
+                        f.seek(pos)
+                    head = f.read(8)
+                    here = pos + len(head)
+                    if len(head) < 8:
+                        return index
+                    fcc, size = head[:4], struct.unpack("<I", head[4:])[0]
+                    if fcc == b"LIST":  # a 'rec ' group: walk into it
+                        pos += 12
+                        continue
+                    if fcc[:2] == self.prefix and fcc[2:] in (b"db", b"dc"):
+                        if size != self.frame_bytes:
+                            raise _NotOneFrame(index)
+                        if index >= start and (only is None or index in only):
+                            frame = np.empty(self.shape, np.uint8)
+                            got = f.readinto(frame)
+                            here += got or 0
+                            if got != size:
+                                return index  # truncated file: the stream ends here
+                            yield index, frame
+                        index += 1
+                        if stop is not None and index >= stop:
+                            return index
+                    pos += 8 + size + (size & 1)
+        return index
 
 
 class VideoReader:
@@ -168,7 +299,20 @@ class OpenCVReader(VideoReader):
         self.fps = fps if fps > 0 else None
         if not self._raw_grey:
             first = self._first_colour_frame()
+        elif first.ndim == 3:
+            first = first[:, :, 0]
         self._set_size(first)
+        self._raw_avi = _RawAvi.parse(self.path) if self._raw_grey else None
+        if self._raw_avi is not None:
+            # the same pixels as OpenCV's or not at all (row order, stride, stream choice)
+            head = next(self._raw_avi.frames(0, 1, None), (0, None))[1]
+            if head is None or not np.array_equal(head, first):
+                self._raw_avi = None
+
+    @property
+    def reads_raw(self) -> bool:
+        """True when frames are read straight from an uncompressed AVI's chunks."""
+        return self._raw_avi is not None
 
     def _capture(self) -> cv2.VideoCapture:
         capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
@@ -189,6 +333,20 @@ class OpenCVReader(VideoReader):
 
     def frames(self, start: int = 0, stop: int | None = None,
                only: Container[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        if self._raw_avi is None:
+            yield from self._decoded(start, stop, only)
+            return
+        try:
+            end = yield from self._raw_avi.frames(start, stop, only)
+        except _NotOneFrame as exc:
+            # a chunk of another size (a dropped frame, a foreign layout): FFmpeg decides
+            yield from self._decoded(max(start, exc.args[0]), stop, only)
+            return
+        if stop is None or end < stop:
+            self._end(end)
+
+    def _decoded(self, start: int, stop: int | None, only: Container[int] | None
+                 ) -> Iterator[tuple[int, np.ndarray]]:
         capture = self._capture()
         try:
             index = 0
