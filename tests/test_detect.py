@@ -15,10 +15,12 @@ from rbcflow.detect import (
     DetectParams,
     background_band,
     band_mask,
+    blobs_from_mask,
     cell_mask,
     detect_blobs,
     detect_blobs_with_masks,
     difference,
+    drop_lone_pixels,
     foreground_mask,
 )
 
@@ -62,6 +64,26 @@ def test_band_equals_thresholded_difference():
             fast = band_mask(frame, background_band(integer, params)) > 0
             slow = difference(frame, integer, polarity) > threshold
             assert np.array_equal(fast, slow), ("uint8", polarity, threshold)
+
+
+def test_lone_pixels_dropped_and_nothing_else():
+    rng = np.random.default_rng(3)
+    mask = np.where(rng.random((60, 70)) < 0.08, rng.choice([1, 127, 255], (60, 70)), 0)
+    mask = mask.astype(np.uint8)
+    cv2.circle(mask, (35, 30), 6, 255, -1)
+    padded = np.pad(mask > 0, 1).astype(int)
+    neighbours = sum(np.roll(np.roll(padded, dy, 0), dx, 1)
+                     for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx)[1:-1, 1:-1]
+    lone = (mask > 0) & (neighbours == 0)
+    assert 20 < lone.sum() < mask.astype(bool).sum() - 100  # both kinds present
+    out = drop_lone_pixels(mask)
+    assert np.array_equal(out > 0, (mask > 0) & ~lone)
+    frame = np.full(mask.shape, 100, np.uint8)
+    # where one pixel is a blob (min_area_px 1, no re-joining), lone pixels stay blobs
+    single = DetectParams(min_area_px=1, rejoin_split_cells=False, split_touching=False)
+    rows = blobs_from_mask(mask, frame, single)
+    assert (rows[:, COL["area_px"]] == 1).sum() == lone.sum()
+    assert len(blobs_from_mask(mask, frame, DetectParams(min_area_px=8))) >= 1
 
 
 def test_features_of_an_ellipse_match_its_geometry():
