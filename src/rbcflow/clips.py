@@ -79,28 +79,31 @@ def crop_window(image: np.ndarray, fill: np.ndarray, x: float, y: float, size: i
     ``fill`` is an image of the same shape (the background), so a window at the edge
     continues the background instead of turning black.
     """
-    return _window(image, fill, x, y, size, copy=True)
-
-
-def _window(image: np.ndarray, fill: np.ndarray, x: float, y: float, size: int,
-            copy: bool) -> np.ndarray:
-    """:func:`crop_window`; without ``copy`` a window wholly inside is a view."""
     height, width = image.shape
-    x0 = int(round(x)) - size // 2
-    y0 = int(round(y)) - size // 2
-    xa, xb = max(x0, 0), min(x0 + size, width)
-    ya, yb = max(y0, 0), min(y0 + size, height)
+    x0, y0, xa, ya, xb, yb = _window_bounds(image.shape, x, y, size)
     if xa == x0 and ya == y0 and xb == x0 + size and yb == y0 + size:
-        inside = image[y0 : y0 + size, x0 : x0 + size]
-        return inside.copy() if copy else inside
+        return image[y0 : y0 + size, x0 : x0 + size].copy()
     # pad by edge replication of the background where the window leaves the frame
-    out = np.empty((size, size), dtype=image.dtype)
-    ys = np.clip(np.arange(y0, y0 + size), 0, height - 1)
-    xs = np.clip(np.arange(x0, x0 + size), 0, width - 1)
-    out[:] = fill[np.ix_(ys, xs)]
-    if xb > xa and yb > ya:
+    if xb > xa and yb > ya and fill.dtype == np.uint8:
+        out = cv2.copyMakeBorder(fill[ya:yb, xa:xb], ya - y0, y0 + size - yb, xa - x0,
+                                 x0 + size - xb, cv2.BORDER_REPLICATE | cv2.BORDER_ISOLATED)
+    else:
+        out = np.empty((size, size), dtype=image.dtype)
+        ys = np.clip(np.arange(y0, y0 + size), 0, height - 1)
+        xs = np.clip(np.arange(x0, x0 + size), 0, width - 1)
+        out[:] = fill[np.ix_(ys, xs)]
+    if xb > xa and yb > ya and image is not fill:
         out[ya - y0 : yb - y0, xa - x0 : xb - x0] = image[ya:yb, xa:xb]
     return out
+
+
+def _window_bounds(shape: tuple[int, ...], x: float, y: float, size: int
+                   ) -> tuple[int, int, int, int, int, int]:
+    """Window corner (x0, y0) and its part inside the frame, [xa, xb) x [ya, yb)."""
+    height, width = shape[:2]
+    x0 = int(round(x)) - size // 2
+    y0 = int(round(y)) - size // 2
+    return x0, y0, max(x0, 0), max(y0, 0), min(x0 + size, width), min(y0 + size, height)
 
 
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -180,11 +183,15 @@ def clip_frame(frame: np.ndarray, bg: np.ndarray, blobs, rows, x: float, y: floa
     if blobs is None:
         return _resize(crop_window(frame, bg, x, y, crop), (size, size))
     # the background's window, with the cell's (grown) blob copied in from the frame
+    # (outside the frame the window is background either way)
     window = crop_window(bg, bg, x, y, crop)
     b = select_blob(blobs, rows, x, y)
     if b is not None and np.hypot(rows[b, 0] - x, rows[b, 1] - y) <= crop / 2:
         keep = _grown_window(blobs[b], frame.shape, x, y, crop)
-        np.copyto(window, _window(frame, bg, x, y, crop, copy=False), where=keep > 0)
+        x0, y0, xa, ya, xb, yb = _window_bounds(frame.shape, x, y, crop)
+        if xb > xa and yb > ya:
+            inner = (slice(ya - y0, yb - y0), slice(xa - x0, xb - x0))
+            np.copyto(window[inner], frame[ya:yb, xa:xb], where=keep[inner] > 0)
     return _resize(window, (size, size))
 
 
