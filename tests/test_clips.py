@@ -167,6 +167,21 @@ def test_crop_window_pads_with_the_background():
     assert (edge[:2] == 255).all() and (edge[:, :2] == 255).all()
 
 
+def test_crop_window_anywhere_equals_clamped_indexing():
+    rng = np.random.default_rng(7)
+    img = rng.integers(0, 256, (30, 50), dtype=np.uint8)
+    fill = rng.integers(0, 256, (30, 50), dtype=np.uint8)
+    for x, y, size in [(-3, 4, 9), (48, 28, 9), (25, -10, 40), (60, 60, 8), (-30, 15, 8),
+                       (25, 15, 64), (0.5, 29.5, 6)]:
+        x0, y0 = int(round(x)) - size // 2, int(round(y)) - size // 2
+        ys = np.arange(y0, y0 + size)
+        xs = np.arange(x0, x0 + size)
+        inside = ((ys >= 0) & (ys < 30))[:, None] & ((xs >= 0) & (xs < 50))[None, :]
+        yc, xc = np.ix_(np.clip(ys, 0, 29), np.clip(xs, 0, 49))
+        expected = np.where(inside, img[yc, xc], fill[yc, xc])
+        assert np.array_equal(crop_window(img, fill, x, y, size), expected), (x, y, size)
+
+
 def test_sample_times_and_parameters():
     assert sample_times(10, 40, 4).tolist() == [10, 20, 30, 40]
     assert sample_times(0, 2, 5).tolist() == [0, 0, 1, 2, 2]
