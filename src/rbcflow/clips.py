@@ -135,28 +135,37 @@ def plan_track_clips(
     kept = summary[summary["status"] == "kept"].sort_values("entry_frame", kind="stable")
     table = table[table["track_id"].isin(kept["track_id"])]
     table = table[inside_mask(table, frame_size, border_margin_px)]
-    by_track = {tid: g.sort_values("frame") for tid, g in table.groupby("track_id")}
+    # one sort for all tracks (by track, then frame), then each track is a slice
+    tid = table["track_id"].to_numpy()
+    order = np.lexsort((table["frame"].to_numpy(), tid))
+    tid = tid[order]
+    frames = table["frame"].to_numpy()[order]
+    xs, ys = table["x"].to_numpy()[order], table["y"].to_numpy()[order]
+    bounds = np.flatnonzero(tid[1:] != tid[:-1]) + 1
+    starts = np.concatenate([[0], bounds]) if tid.size else bounds
+    stops = np.concatenate([bounds, [tid.size]]) if tid.size else bounds
+    spans = {int(tid[a]): (int(a), int(b)) for a, b in zip(starts, stops, strict=True)}
     plan_parts, clip_rows = [], []
-    for _, row in kept.iterrows():
-        g = by_track.get(row["track_id"])
-        if g is None or len(g) < 2:
+    columns = ("track_id", "velocity_mm_s", "centerline_distance_um", "flight_distance_px")
+    for track_id, velocity, distance, flight in zip(
+            *(kept[c].to_numpy() for c in columns), strict=True):
+        a, b = spans.get(int(track_id), (0, 0))
+        if b - a < 2:
             continue
-        f = g["frame"].to_numpy()
+        f = frames[a:b]
         times = sample_times(int(f[0]), int(f[-1]), n_frames)
         slot = len(clip_rows)
-        plan_parts.append(pd.DataFrame({
-            "slot": slot, "t": np.arange(n_frames), "frame": times,
-            "x": np.interp(times, f, g["x"].to_numpy()),
-            "y": np.interp(times, f, g["y"].to_numpy()),
-        }))
+        plan_parts.append((np.full(n_frames, slot, np.int64), np.arange(n_frames), times,
+                           np.interp(times, f, xs[a:b]), np.interp(times, f, ys[a:b])))
         clip_rows.append({
-            "track_id": int(row["track_id"]), "first_frame": int(f[0]),
-            "last_frame": int(f[-1]), "velocity_mm_s": float(row["velocity_mm_s"]),
-            "centerline_distance_um": float(row["centerline_distance_um"]),
-            "flight_distance_px": float(row["flight_distance_px"]),
+            "track_id": int(track_id), "first_frame": int(f[0]),
+            "last_frame": int(f[-1]), "velocity_mm_s": float(velocity),
+            "centerline_distance_um": float(distance),
+            "flight_distance_px": float(flight),
         })
-    plan = (pd.concat(plan_parts, ignore_index=True) if plan_parts
-            else pd.DataFrame(columns=["slot", "t", "frame", "x", "y"]))
+    plan = (pd.DataFrame({name: np.concatenate([p[k] for p in plan_parts])
+                          for k, name in enumerate(("slot", "t", "frame", "x", "y"))})
+            if plan_parts else pd.DataFrame(columns=["slot", "t", "frame", "x", "y"]))
     plan = plan.sort_values(["frame", "slot", "t"], kind="stable").reset_index(drop=True)
     return plan, pd.DataFrame(clip_rows, columns=[
         "track_id", "first_frame", "last_frame", "velocity_mm_s", "centerline_distance_um",
