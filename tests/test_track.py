@@ -11,6 +11,7 @@ from rbcflow.track import (
     OnlineLinker,
     TrackingError,
     TrackParams,
+    _binned_percentile,
     estimate_centerline,
     link_detections,
     summarize_tracks,
@@ -321,3 +322,21 @@ def test_continuous_recordings_meet_the_idf1_target(tmp_path):
     # rare native recording with a long overtaking manoeuvre (IDF1 0.81)
     m = _pooled(list(_simulated_runs(tmp_path, "continuous", 8)))
     assert m["idf1"] >= 0.90, m
+
+
+def test_binned_percentiles_equal_numpy_bin_by_bin():
+    rng = np.random.default_rng(5)
+    for trial in range(200):
+        n_bins = int(rng.integers(1, 12))
+        n = int(rng.integers(0, 120))
+        bins = rng.integers(0, n_bins, n)
+        values = (rng.integers(0, 132, n).astype(float) if trial % 2
+                  else rng.normal(60.0, 25.0, n))  # ties and non-ties
+        count = np.bincount(bins, minlength=n_bins)
+        for q in (0.0, 2.0, 37.5, 50.0, 98.0, 100.0):
+            got = _binned_percentile(values, bins, count, q)
+            for k in range(n_bins):
+                if count[k]:
+                    assert got[k] == np.percentile(values[bins == k], q), (trial, q, k)
+                else:
+                    assert np.isnan(got[k])
