@@ -269,8 +269,15 @@ def _merge(group: list[_Fragment], gap: int) -> _Fragment:
 def _rejoin(fragments: list[_Fragment], params: DetectParams, hulls: _Hulls
             ) -> list[_Fragment]:
     gap = params.rejoin_max_gap_px
-    not_round = [_circularity(f.points, hulls) < params.rejoin_max_circularity
-                 for f in fragments]
+    # roundness only matters for fragments whose boxes touch: computed when first asked
+    not_round: list[bool | None] = [None] * len(fragments)
+
+    def is_not_round(i: int) -> bool:
+        if not_round[i] is None:
+            not_round[i] = (_circularity(fragments[i].points, hulls)
+                            < params.rejoin_max_circularity)
+        return not_round[i]
+
     parent = list(range(len(fragments)))
 
     def root(i: int) -> int:
@@ -281,7 +288,8 @@ def _rejoin(fragments: list[_Fragment], params: DetectParams, hulls: _Hulls
 
     for i in range(len(fragments)):
         for j in range(i + 1, len(fragments)):
-            if (not_round[i] or not_round[j]) and _boxes_touch(fragments[i], fragments[j], gap):
+            if (_boxes_touch(fragments[i], fragments[j], gap)
+                    and (is_not_round(i) or is_not_round(j))):
                 parent[root(i)] = root(j)
     groups: dict[int, list[_Fragment]] = {}
     for i, fragment in enumerate(fragments):
@@ -438,7 +446,9 @@ def blobs_from_mask(
         # Lone pixels (pixel noise, nine in ten contours of a frame) would be dropped anyway;
         # clearing them first is one cheap pass and spares tracing each as a contour.
         mask = drop_lone_pixels(mask)
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    # tracing costs about as much on an empty frame (common between cells) as on a busy one
+    contours = (cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0]
+                if cv2.hasNonZero(mask) else ())
     fragments = []
     for contour in contours:
         rect = cv2.boundingRect(contour)
