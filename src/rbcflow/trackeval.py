@@ -67,6 +67,13 @@ def _match(t_xy: np.ndarray, h_xy: np.ndarray, max_d: float) -> list[tuple[int, 
             if cost[r, c] < _INFEASIBLE]
 
 
+def _rows_by_frame(frames: np.ndarray) -> dict[int, np.ndarray]:
+    """Row indices of each frame number, rows in their original order."""
+    order = np.argsort(frames, kind="stable")
+    values, starts = np.unique(frames[order], return_index=True)
+    return {int(f): rows for f, rows in zip(values, np.split(order, starts[1:]), strict=True)}
+
+
 def evaluate_tracking(
     tracks_df: pd.DataFrame,
     truth_df: pd.DataFrame,
@@ -105,31 +112,36 @@ def evaluate_tracking(
     isolated = _isolated(truth) & care
 
     # detection recall of isolated, whole cells: any detection counts
+    # Row indices per frame, and plain arrays: indexing DataFrames frame by frame costs
+    # more than the matching itself on long recordings.
     det_hits = 0
-    hyp_groups = {f: g for f, g in hyps_all.groupby("frame", sort=False)}
-    truth_groups = {f: g.index.to_numpy() for f, g in truth.groupby("frame", sort=False)}
+    h_xy_all = hyps_all[["x", "y"]].to_numpy(float)
+    h_id_all = hyps_all["track_id"].to_numpy()
+    hyp_rows = _rows_by_frame(hyps_all["frame"].to_numpy())
+    truth_groups = _rows_by_frame(truth["frame"].to_numpy())
     t_xy_all = truth[["x", "y"]].to_numpy(float)
     for f, idx in truth_groups.items():
         sel = idx[isolated[idx]]
-        if sel.size == 0 or f not in hyp_groups:
+        if sel.size == 0 or f not in hyp_rows:
             continue
-        h_xy = hyp_groups[f][["x", "y"]].to_numpy(float)
-        det_hits += len(_match(t_xy_all[sel], h_xy, max_distance_px))
+        det_hits += len(_match(t_xy_all[sel], h_xy_all[hyp_rows[f]], max_distance_px))
     n_isolated = int(isolated.sum())
 
-    hyps = hyps_all[hyps_all["track_id"] >= 0]
+    in_track = h_id_all >= 0
     if track_ids is not None:
-        hyps = hyps[hyps["track_id"].isin(np.asarray(track_ids))]
-    hyp_groups = {f: g for f, g in hyps.groupby("frame", sort=False)}
+        in_track &= np.isin(h_id_all, np.asarray(track_ids))
+    hyps = hyps_all[in_track]
+    hyp_groups = {f: rows[in_track[rows]] for f, rows in hyp_rows.items()}
+    hyp_groups = {f: rows for f, rows in hyp_groups.items() if rows.size}
     acc = mm.MOTAccumulator(auto_id=False)
     cell_ids = truth["cell_id"].to_numpy()
     major = truth["major_px"].to_numpy(float)
     frames = sorted(set(truth_groups) | set(hyp_groups))
+    no_rows = np.zeros(0, dtype=np.int64)
     for f in frames:
-        t_idx = truth_groups.get(f, np.zeros(0, dtype=np.int64))
-        h = hyp_groups.get(f)
-        h_xy = h[["x", "y"]].to_numpy(float) if h is not None else np.zeros((0, 2))
-        h_id = h["track_id"].to_numpy() if h is not None else np.zeros(0, dtype=np.int64)
+        t_idx = truth_groups.get(f, no_rows)
+        h_rows = hyp_groups.get(f, no_rows)
+        h_xy, h_id = h_xy_all[h_rows], h_id_all[h_rows]
         dont_care = ~care[t_idx]
         drop_h = np.zeros(h_xy.shape[0], dtype=bool)
         if dont_care.any():
