@@ -684,14 +684,16 @@ class TableBuilder:
 
     def __init__(self, block: int = 2048) -> None:
         self.block = block
-        self._frames: list[np.ndarray] = []
+        self._frames: list[int] = []
+        self._counts: list[int] = []
         self._ids: list[np.ndarray] = []
         self._rows: list[np.ndarray] = []
         self._blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
     def add(self, frame: int, ids: np.ndarray, rows: np.ndarray) -> None:
         """Add one frame's detections (rows) and their track ids."""
-        self._frames.append(np.full(rows.shape[0], frame, dtype=np.int64))
+        self._frames.append(frame)
+        self._counts.append(rows.shape[0])
         self._ids.append(ids)
         self._rows.append(rows)
         if len(self._rows) >= self.block:
@@ -699,9 +701,9 @@ class TableBuilder:
 
     def _flush(self) -> None:
         if self._rows:
-            self._blocks.append((np.concatenate(self._frames), np.concatenate(self._ids),
-                                 np.concatenate(self._rows)))
-            self._frames, self._ids, self._rows = [], [], []
+            frames = np.repeat(np.asarray(self._frames, dtype=np.int64), self._counts)
+            self._blocks.append((frames, np.concatenate(self._ids), np.concatenate(self._rows)))
+            self._frames, self._counts, self._ids, self._rows = [], [], [], []
 
     def table(self) -> pd.DataFrame:
         """The tracks table (``TRACK_TABLE_COLUMNS``) of everything added so far."""
