@@ -198,7 +198,9 @@ def clip_frame(frame: np.ndarray, bg: np.ndarray, blobs, rows, x: float, y: floa
     if b is not None and np.hypot(rows[b, 0] - x, rows[b, 1] - y) <= crop / 2:
         keep = _grown_window(blobs[b], frame.shape, x, y, crop)
         x0, y0, xa, ya, xb, yb = _window_bounds(frame.shape, x, y, crop)
-        if xb > xa and yb > ya:
+        if xb - xa == crop and yb - ya == crop:  # wholly inside: one masked copy
+            cv2.copyTo(frame[ya:yb, xa:xb], keep, window)
+        elif xb > xa and yb > ya:
             inner = (slice(ya - y0, yb - y0), slice(xa - x0, xb - x0))
             np.copyto(window[inner], frame[ya:yb, xa:xb], where=keep[inner] > 0)
     return _resize(window, (size, size))
@@ -208,31 +210,21 @@ def _grown_window(blob, shape: tuple[int, int], x: float, y: float, crop: int) -
     """The blob's mask grown by ``MASK_GROW_PX`` (inside the frame), on the crop window.
 
     Equals growing the blob on a whole-frame mask and cutting the window out of it, but
-    works on the window (plus the growth margin) only.
+    grows the blob's own box (plus the growth margin) only.
     """
     height, width = shape
     g = MASK_GROW_PX
     x0, y0 = int(round(x)) - crop // 2, int(round(y)) - crop // 2
-    # the window plus the growth margin, clipped to the frame (outside it nothing grows)
-    xa, ya = max(x0 - g, 0), max(y0 - g, 0)
-    xb, yb = min(x0 + crop + g, width), min(y0 + crop + g, height)
     out = np.zeros((crop, crop), np.uint8)
+    h, w = blob.mask.shape
+    gx0, gy0 = blob.x - g, blob.y - g  # corner of the grown box
+    # the grown box's part inside the window and the frame (outside it nothing grows)
+    xa, ya = max(x0, gx0, 0), max(y0, gy0, 0)
+    xb, yb = min(x0 + crop, blob.x + w + g, width), min(y0 + crop, blob.y + h + g, height)
     if xb <= xa or yb <= ya:
         return out
-    local = np.zeros((yb - ya, xb - xa), np.uint8)
-    h, w = blob.mask.shape
-    bxa, bya = max(blob.x, xa), max(blob.y, ya)
-    bxb, byb = min(blob.x + w, xb), min(blob.y + h, yb)
-    if bxb > bxa and byb > bya:
-        local[bya - ya : byb - ya, bxa - xa : bxb - xa] = blob.mask[
-            bya - blob.y : byb - blob.y, bxa - blob.x : bxb - blob.x]
-    grown = _grown(local)
-    # the part of the local patch inside the window
-    wxa, wya = max(x0, xa), max(y0, ya)
-    wxb, wyb = min(x0 + crop, xb), min(y0 + crop, yb)
-    if wxb > wxa and wyb > wya:
-        out[wya - y0 : wyb - y0, wxa - x0 : wxb - x0] = grown[wya - ya : wyb - ya,
-                                                              wxa - xa : wxb - xa]
+    grown = _grown(cv2.copyMakeBorder(blob.mask, g, g, g, g, cv2.BORDER_CONSTANT, value=0))
+    out[ya - y0 : yb - y0, xa - x0 : xb - x0] = grown[ya - gy0 : yb - gy0, xa - gx0 : xb - gx0]
     return out
 
 
