@@ -53,8 +53,8 @@ CONDITION_PARAMS: dict[str, dict[str, float]] = {
                p_crenated=0.98, crenation=0.3, wrinkle=0.03, size=0.88),
     "FA": dict(speed=4.2, speed_sd=0.4, stiffness=3.0, viscosity=1.5, p_tumble=0.4,
                p_crenated=0.5, crenation=0.16, wrinkle=0.04, size=0.97),
-    "GA": dict(speed=3.9, speed_sd=0.3, stiffness=5.0, viscosity=1.0, p_tumble=0.4,
-               p_crenated=0.05, crenation=0.06, wrinkle=0.06, size=1.0),
+    "GA": dict(speed=3.9, speed_sd=0.3, stiffness=3.5, viscosity=1.0, p_tumble=0.4,
+               p_crenated=0.05, crenation=0.06, wrinkle=0.05, size=1.0),
 }  # fmt: skip
 _LOG_SCALED = ("stiffness", "viscosity")
 
