@@ -148,6 +148,25 @@ def test_raw_avi_odd_chunk_hands_over_to_ffmpeg(tmp_path):
     assert all(np.array_equal(f, frames[i]) for i, f in got[:5])
 
 
+def test_raw_avi_header_with_a_lying_size_is_parsed_within_the_file(tmp_path):
+    import tracemalloc
+
+    from rbcflow.io.video import _RawAvi
+
+    path = _write_raw_avi(tmp_path / "lie.avi", _frames())
+    data = bytearray(path.read_bytes())
+    hdrl = data.find(b"hdrl") - 8  # the LIST header of the stream headers
+    data[hdrl + 4 : hdrl + 8] = (0xFFFFFFF0).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    tracemalloc.start()
+    parsed = _RawAvi.parse(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    # a 4 GB size field must not become a 4 GB read; the layout itself is still found
+    assert peak < 1_000_000
+    assert parsed is None or parsed.shape == (H, W)
+
+
 def test_multipage_tiff_8_and_16_bit(tmp_path):
     frames = _frames()
     tifffile.imwrite(tmp_path / "s.tif", np.stack(frames))

@@ -127,7 +127,8 @@ class _RawAvi:
                     movi.append((inner + 12, min(inner + 8 + size, end)))
                 elif chunk[:4] == b"LIST" and chunk[8:12] == b"hdrl" and shape is None:
                     f.seek(inner + 12)
-                    found = cls._video_stream(f.read(size - 4))
+                    # a size field is only trusted as far as the enclosing chunk goes
+                    found = cls._video_stream(f.read(max(0, min(size, end - inner - 8) - 4)))
                     if found is None:
                         return None
                     shape, prefix = found
