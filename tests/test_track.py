@@ -124,6 +124,16 @@ def test_gap_closing_bridges_missed_frames_and_metrics_see_it():
     assert m0["idf1"] < m["idf1"] - 0.1
 
 
+def test_tracking_scores_of_a_recording_without_detections():
+    # a triggered clip whose cell never shows, or a cell the detector missed entirely
+    frames, truth = synthetic_flow(seed=3)
+    table, _ = _run(frames)
+    m = evaluate_tracking(table.iloc[:0], _truth_for_eval(truth), max_distance_px=4,
+                          frame_size=(W, H))
+    assert m["recall"] == 0.0 and m["n_tracks"] == 0
+    assert m["detection_recall_isolated"] == 0.0
+
+
 def test_flow_direction_refuses_backward_links():
     frames = [np.array([_row(100, 60)]), np.array([_row(90, 60)]), np.array([_row(112, 60)])]
     table, _ = _run(frames, TrackParams(flow_direction="+x", max_backward_px=2))

@@ -43,6 +43,8 @@ def _isolated(truth: pd.DataFrame) -> np.ndarray:
     frames = truth["frame"].to_numpy()
     xy = truth[["x", "y"]].to_numpy(float)
     major = truth["major_px"].to_numpy(float)
+    if frames.size == 0:
+        return {}  # no detections at all (e.g. a triggered clip whose cell never came)
     order = np.argsort(frames, kind="stable")
     bounds = np.flatnonzero(np.diff(frames[order])) + 1
     for group in np.split(order, bounds):
@@ -69,6 +71,8 @@ def _match(t_xy: np.ndarray, h_xy: np.ndarray, max_d: float) -> list[tuple[int, 
 
 def _rows_by_frame(frames: np.ndarray) -> dict[int, np.ndarray]:
     """Row indices of each frame number, rows in their original order."""
+    if frames.size == 0:
+        return {}  # no detections at all (e.g. a triggered clip whose cell never came)
     order = np.argsort(frames, kind="stable")
     values, starts = np.unique(frames[order], return_index=True)
     return {int(f): rows for f, rows in zip(values, np.split(order, starts[1:]), strict=True)}
