@@ -51,8 +51,8 @@ CONDITION_PARAMS: dict[str, dict[str, float]] = {
                    p_crenated=0.02, crenation=0.08, wrinkle=0.02, size=1.0),
     "DA": dict(speed=6.5, speed_sd=0.4, stiffness=12.0, viscosity=2.0, p_tumble=0.92,
                p_crenated=0.98, crenation=0.3, wrinkle=0.03, size=0.88),
-    "FA": dict(speed=4.2, speed_sd=0.4, stiffness=3.0, viscosity=1.5, p_tumble=0.4,
-               p_crenated=0.5, crenation=0.16, wrinkle=0.04, size=0.97),
+    "FA": dict(speed=4.2, speed_sd=0.4, stiffness=4.0, viscosity=1.5, p_tumble=0.5,
+               p_crenated=0.6, crenation=0.16, wrinkle=0.04, size=0.97),
     "GA": dict(speed=3.9, speed_sd=0.3, stiffness=3.5, viscosity=1.0, p_tumble=0.4,
                p_crenated=0.05, crenation=0.06, wrinkle=0.05, size=1.0),
 }  # fmt: skip
