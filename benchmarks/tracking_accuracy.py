@@ -64,7 +64,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for mode, n in (("continuous", args.continuous), ("triggered", args.triggered)):
             chosen = [s for s in specs if s.mode == mode]
-            chosen = chosen[:: max(1, len(chosen) // max(n, 1))][:n]
+            # a seeded random sample: a fixed stride aliases with the plan's order of
+            # conditions (every other triggered clip is native or FA only)
+            pick = np.random.default_rng(args.seed).choice(len(chosen), min(n, len(chosen)),
+                                                          replace=False)
+            chosen = [chosen[i] for i in sorted(pick)]
             for spec in chosen:
                 m = score(spec, args.seed, Path(tmp), cfg, args.max_distance)
                 rows.append(m)

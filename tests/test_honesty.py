@@ -56,7 +56,9 @@ def test_clip_level_split_leaks_donor_identity_and_donor_split_does_not(tmp_path
         tmp_path / "clips", donors_one_condition(8), clips_per_sample=12,
         effect_size=0.0, donor_effect=1.5, seed=21,
     )
-    params = {**CV_PARAMS, "epochs": 30, "patience": 30, "learning_rate": 0.01,
+    # learning rate 0.003: at 0.01 the net with one normalisation group per layer did
+    # not even fit its training clips (train 0.61), which shows nothing about leakage
+    params = {**CV_PARAMS, "epochs": 30, "patience": 30, "learning_rate": 0.003,
               "augment_brightness": 0.0, "augment_shift_px": 0}
 
     # the seed paper's mistake, built by hand: clips of a donor on both sides
