@@ -135,8 +135,7 @@ def evaluate_tracking(
     if track_ids is not None:
         in_track &= np.isin(h_id_all, np.asarray(track_ids))
     hyps = hyps_all[in_track]
-    hyp_groups = {f: rows[in_track[rows]] for f, rows in hyp_rows.items()}
-    hyp_groups = {f: rows for f, rows in hyp_groups.items() if rows.size}
+    hyp_groups = {f: kept for f, rows in hyp_rows.items() if (kept := rows[in_track[rows]]).size}
     acc = mm.MOTAccumulator(auto_id=False)
     cell_ids = truth["cell_id"].to_numpy()
     major = truth["major_px"].to_numpy(float)
