@@ -189,6 +189,7 @@ def clip_frame(frame: np.ndarray, bg: np.ndarray, blobs, rows, x: float, y: floa
     """
     from rbcflow.detect import select_blob
 
+    x, y = float(x), float(y)  # numpy scalars would slow every step below
     if blobs is None:
         return _resize(crop_window(frame, bg, x, y, crop), (size, size))
     # the background's window, with the cell's (grown) blob copied in from the frame

@@ -172,49 +172,9 @@ def band_mask(frame: np.ndarray, band: Band, blur_sigma: float = 0.0) -> np.ndar
     return cv2.compare(offset, band.span, cv2.CMP_GT)
 
 
-class _Hulls(dict):
-    """Convex hulls of the contours met in one frame, each computed once."""
-
-    def of(self, points: np.ndarray) -> np.ndarray:
-        entry = self.get(id(points))
-        if entry is None or entry[0] is not points:
-            # the entry holds the contour itself, so its id cannot be reused meanwhile
-            entry = self[id(points)] = (points, cv2.convexHull(points))
-        return entry[1]
-
-
-def _circularity(points: np.ndarray, hulls: _Hulls | None = None) -> float:
-    hull = hulls.of(points) if hulls is not None else cv2.convexHull(points)
-    perimeter = cv2.arcLength(hull, True)
-    if perimeter <= 0:
-        return 0.0
-    return 2.0 * math.sqrt(math.pi * cv2.contourArea(hull)) / perimeter
-
-
-def _features(blob: BlobMask, frame: np.ndarray, points: np.ndarray,
-              hulls: _Hulls | None = None) -> list[float]:
-    moments = cv2.moments(blob.mask, binaryImage=True)
-    area = moments["m00"]
-    cx = blob.x + moments["m10"] / area
-    cy = blob.y + moments["m01"] / area
-    # Second central moments give the ellipse with the same inertia; for a filled disc
-    # 4 * sqrt(variance along an axis) is its diameter.
-    mu20, mu02, mu11 = moments["mu20"] / area, moments["mu02"] / area, moments["mu11"] / area
-    half_sum, root = (mu20 + mu02) / 2.0, math.hypot((mu20 - mu02) / 2.0, mu11)
-    major = 4.0 * math.sqrt(max(half_sum + root, 0.0))
-    minor = 4.0 * math.sqrt(max(half_sum - root, 0.0))
-    orientation = math.degrees(0.5 * math.atan2(2.0 * mu11, mu20 - mu02))
-    if orientation <= -90.0:
-        orientation += 180.0
-    h, w = blob.mask.shape
-    roi = frame[blob.y:blob.y + h, blob.x:blob.x + w]
-    brightness = cv2.mean(roi, mask=blob.mask)[0]
-    deformation = 1.0 - _circularity(points, hulls) if len(points) >= 3 else 0.0
-    return [cx, cy, blob.x, blob.y, w, h, area, major, minor, orientation, deformation,
-            brightness]
-
-
 class _Fragment(NamedTuple):
+    """A blob in the making: its box, outline, filled mask, pixel count and convex hull."""
+
     x: int
     y: int
     w: int
@@ -222,15 +182,54 @@ class _Fragment(NamedTuple):
     points: np.ndarray
     mask: np.ndarray
     area: int
+    hull: np.ndarray
+    hull_area: float
 
 
-def _fragment(contour: np.ndarray, rect: tuple[int, int, int, int] | None = None
-              ) -> _Fragment:
-    x, y, w, h = cv2.boundingRect(contour) if rect is None else rect
+def _fragment_of(x: int, y: int, points: np.ndarray, mask: np.ndarray, area: int
+                 ) -> _Fragment:
+    # every fragment that survives needs its hull (roundness, solidity, deformation):
+    # computed once here instead of looked up on each use
+    hull = cv2.convexHull(points)
+    return _Fragment(x, y, mask.shape[1], mask.shape[0], points, mask, area, hull,
+                     cv2.contourArea(hull))
+
+
+def _fragment(contour: np.ndarray, rect: tuple[int, int, int, int], floor: int = 0
+              ) -> _Fragment | None:
+    """The fragment of one external contour; None when it fills fewer than ``floor`` px."""
+    x, y, w, h = rect
     mask = np.zeros((h, w), np.uint8)
     # Filling the external contour fills every hole of the blob at once.
     cv2.drawContours(mask, [contour], -1, 1, thickness=-1, offset=(-x, -y))
-    return _Fragment(x, y, w, h, contour, mask, cv2.countNonZero(mask))
+    area = cv2.countNonZero(mask)
+    if area < floor:
+        return None
+    return _fragment_of(x, y, contour, mask, area)
+
+
+def _circularity(f: _Fragment) -> float:
+    perimeter = cv2.arcLength(f.hull, True)
+    if perimeter <= 0:
+        return 0.0
+    return 2.0 * math.sqrt(math.pi * f.hull_area) / perimeter
+
+
+def _features(f: _Fragment, frame: np.ndarray) -> list[float]:
+    moments = cv2.moments(f.mask, binaryImage=True)
+    area = moments["m00"]
+    # Second central moments give the ellipse with the same inertia; for a filled disc
+    # 4 * sqrt(variance along an axis) is its diameter.
+    mu20, mu02, mu11 = moments["mu20"] / area, moments["mu02"] / area, moments["mu11"] / area
+    half_sum, root = (mu20 + mu02) / 2.0, math.hypot((mu20 - mu02) / 2.0, mu11)
+    orientation = math.degrees(0.5 * math.atan2(2.0 * mu11, mu20 - mu02))
+    if orientation <= -90.0:
+        orientation += 180.0
+    brightness = cv2.mean(frame[f.y:f.y + f.h, f.x:f.x + f.w], mask=f.mask)[0]
+    deformation = 1.0 - _circularity(f) if len(f.points) >= 3 else 0.0
+    return [f.x + moments["m10"] / area, f.y + moments["m01"] / area, f.x, f.y, f.w, f.h,
+            area, 4.0 * math.sqrt(max(half_sum + root, 0.0)),
+            4.0 * math.sqrt(max(half_sum - root, 0.0)), orientation, deformation, brightness]
 
 
 def _boxes_touch(a: _Fragment, b: _Fragment, gap: int) -> bool:
@@ -262,20 +261,18 @@ def _merge(group: list[_Fragment], gap: int) -> _Fragment:
     mask = np.ascontiguousarray(closed[by:ys.max() + 1, bx:xs.max() + 1])
     points = np.concatenate(contours).reshape(-1, 1, 2)
     offset = np.array([[[x0 - pad, y0 - pad]]], dtype=points.dtype)
-    return _Fragment(x0 - pad + bx, y0 - pad + by, mask.shape[1], mask.shape[0],
-                     points + offset, mask, cv2.countNonZero(mask))
+    return _fragment_of(x0 - pad + bx, y0 - pad + by, points + offset, mask,
+                        cv2.countNonZero(mask))
 
 
-def _rejoin(fragments: list[_Fragment], params: DetectParams, hulls: _Hulls
-            ) -> list[_Fragment]:
+def _rejoin(fragments: list[_Fragment], params: DetectParams) -> list[_Fragment]:
     gap = params.rejoin_max_gap_px
     # roundness only matters for fragments whose boxes touch: computed when first asked
     not_round: list[bool | None] = [None] * len(fragments)
 
     def is_not_round(i: int) -> bool:
         if not_round[i] is None:
-            not_round[i] = (_circularity(fragments[i].points, hulls)
-                            < params.rejoin_max_circularity)
+            not_round[i] = _circularity(fragments[i]) < params.rejoin_max_circularity
         return not_round[i]
 
     parent = list(range(len(fragments)))
@@ -300,15 +297,13 @@ def _rejoin(fragments: list[_Fragment], params: DetectParams, hulls: _Hulls
 def _solidity(f: _Fragment) -> float:
     # both areas from outlines: a pixel count exceeds its outline's area by about half
     # the perimeter, which would make small thin shapes look solid
-    hull_area = cv2.contourArea(cv2.convexHull(f.points))
-    return cv2.contourArea(f.points) / hull_area if hull_area > 0 else 1.0
+    return cv2.contourArea(f.points) / f.hull_area if f.hull_area > 0 else 1.0
 
 
-def _pixel_solidity(f: _Fragment, hulls: _Hulls) -> float:
+def _pixel_solidity(f: _Fragment) -> float:
     # the cheap screen: pixel count over hull area (above 1 for most single cells, whose
     # pixel count exceeds their outline's area by about half the perimeter)
-    hull_area = cv2.contourArea(hulls.of(f.points))
-    return f.area / hull_area if hull_area > 0 else 1.0
+    return f.area / f.hull_area if f.hull_area > 0 else 1.0
 
 
 #: Long over short axis (second moments) below which a blob is not examined for a waist.
@@ -325,7 +320,7 @@ def _part(f: _Fragment, part: np.ndarray) -> _Fragment | None:
     mask = np.zeros((h, w), np.uint8)
     cv2.drawContours(mask, [contour], -1, 1, thickness=-1, offset=(-x, -y))
     offset = np.array([[[f.x, f.y]]], dtype=contour.dtype)
-    return _Fragment(f.x + x, f.y + y, w, h, contour + offset, mask, cv2.countNonZero(mask))
+    return _fragment_of(f.x + x, f.y + y, contour + offset, mask, cv2.countNonZero(mask))
 
 
 def _split(f: _Fragment, params: DetectParams) -> list[_Fragment]:
@@ -382,7 +377,7 @@ def _split(f: _Fragment, params: DetectParams) -> list[_Fragment]:
 
 
 def _split_touching(fragments: list[_Fragment], params: DetectParams,
-                    shape: tuple[int, ...], hulls: _Hulls) -> list[_Fragment]:
+                    shape: tuple[int, ...]) -> list[_Fragment]:
     height, width = shape[:2]
     out = []
     for f in fragments:
@@ -390,7 +385,7 @@ def _split_touching(fragments: list[_Fragment], params: DetectParams,
         # cell's outline says nothing about a waist), or convex
         if (f.area >= 2 * params.min_area_px and f.x > 0 and f.y > 0
                 and f.x + f.w < width and f.y + f.h < height
-                and _pixel_solidity(f, hulls) < params.split_max_solidity):
+                and _pixel_solidity(f) < params.split_max_solidity):
             parts = _split(f, params)
             # three cells in a row: each half may hold a waist of its own
             out.extend(q for part in parts for q in (_split(part, params) if len(parts) > 1
@@ -449,28 +444,19 @@ def blobs_from_mask(
     # tracing costs about as much on an empty frame (common between cells) as on a busy one
     contours = (cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0]
                 if cv2.hasNonZero(mask) else ())
-    fragments = []
-    for contour in contours:
-        rect = cv2.boundingRect(contour)
-        if rect[2] * rect[3] >= floor:  # w * h bounds the pixel count: a cheap early rejection
-            fragment = _fragment(contour, rect)
-            if fragment.area >= floor:
-                fragments.append(fragment)
-    hulls = _Hulls()
+    # w * h of the box bounds the pixel count: a cheap rejection of most noise outlines
+    fragments = [f for c in contours if (r := cv2.boundingRect(c))[2] * r[3] >= floor
+                 and (f := _fragment(c, r, floor)) is not None]
     if params.rejoin_split_cells and len(fragments) > 1:
-        fragments = _rejoin(fragments, params, hulls)
+        fragments = _rejoin(fragments, params)
     if params.split_touching and fragments:
-        fragments = _split_touching(fragments, params, mask.shape, hulls)
-    rows: list[list[float]] = []
-    masks: list[BlobMask] = []
-    for f in fragments:
-        if f.area < params.min_area_px:
-            continue
-        blob = BlobMask(f.x, f.y, f.mask)
-        rows.append(_features(blob, frame, f.points, hulls))
-        masks.append(blob)
+        fragments = _split_touching(fragments, params, mask.shape)
+    kept = [f for f in fragments if f.area >= params.min_area_px]
+    rows = [_features(f, frame) for f in kept]
     table = np.array(rows, dtype=np.float64).reshape(len(rows), _N_COLUMNS)
-    return (table, masks) if with_masks else table
+    if not with_masks:
+        return table
+    return table, [BlobMask(f.x, f.y, f.mask) for f in kept]
 
 
 def foreground_mask(frame: np.ndarray, background: np.ndarray, params: DetectParams) -> np.ndarray:

@@ -171,33 +171,42 @@ class _RawAvi:
         index = 0
         with open(self.path, "rb", buffering=0) as f:
             here = 0
+            ahead: tuple[int, bytes] | None = None  # the chunk header read with a frame
             for lo, hi in self.movi:
                 pos = lo
                 while pos + 8 <= hi:
-                    if here != pos:
-                        f.seek(pos)
-                    head = f.read(8)
-                    here = pos + len(head)
+                    if ahead is not None and ahead[0] == pos:
+                        head = ahead[1]
+                    else:
+                        if here != pos:
+                            f.seek(pos)
+                        head = f.read(8)
+                        here = pos + len(head)
+                    ahead = None
                     if len(head) < 8:
                         return index
                     fcc, size = head[:4], struct.unpack("<I", head[4:])[0]
                     if fcc == b"LIST":  # a 'rec ' group: walk into it
                         pos += 12
                         continue
+                    step = 8 + size + (size & 1)
                     if fcc[:2] == self.prefix and fcc[2:] in (b"db", b"dc"):
                         if size != self.frame_bytes:
                             raise _NotOneFrame(index)
                         if index >= start and (only is None or index in only):
-                            frame = np.empty(self.shape, np.uint8)
-                            got = f.readinto(frame)
-                            here += got or 0
-                            if got != size:
+                            # the frame and the next chunk's header in one read
+                            buffer = np.empty(step, np.uint8)
+                            got = f.readinto(buffer) or 0
+                            here += got
+                            if got < size:
                                 return index  # truncated file: the stream ends here
-                            yield index, frame
+                            if got == step:
+                                ahead = (pos + step, buffer[size + (size & 1):].tobytes())
+                            yield index, buffer[:size].reshape(self.shape)
                         index += 1
                         if stop is not None and index >= stop:
                             return index
-                    pos += 8 + size + (size & 1)
+                    pos += step
         return index
 
 
