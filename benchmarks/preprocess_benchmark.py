@@ -15,8 +15,11 @@ input:
   bitwise overlay of frames 50..140 step 10): frames/s and peak RSS;
 - trackpy (``locate`` + ``link``) on the same frames: frames/s and IDF1 against truth;
 - IDF1 / MOTA of our tracks against the simulator's truth;
-- on the uncompressed AVI, each stage timed ``--best-of`` times in ONE process (best CPU
-  time, ``time.process_time``): the steadiest figures on a shared machine;
+- on the uncompressed AVI, each stage timed ``--best-of`` times in ONE process (best and
+  median CPU time, ``time.process_time``): the steadiest figures on a shared machine. The
+  single pass is also split into its per-frame stream (decode to crop, the chain the
+  throughput target names) and what it does once per recording after the last frame
+  (track summary, centre line, writing the files);
 - two recordings processed by two processes at once versus one after the other.
 
 ``--long`` also simulates a 43,300-frame 800 x 150 recording (seed 001's length, 5.2 GB
@@ -110,9 +113,10 @@ def _ffmpeg_decode(video: str) -> int:
 
 
 def child_best(video: str, outdir: str, row_json: str, repeats: int) -> dict:
-    """Every stage ``repeats`` times in this one process, best CPU seconds of each
+    """Every stage ``repeats`` times in this one process, CPU seconds of each run
     (``time.process_time``): decode (ours and FFmpeg's), the track pass, the clip pass
-    and the single pass, on one background built beforehand."""
+    and the single pass (also split into its per-frame stream and its once-per-recording
+    finish), on one background built beforehand."""
     from rbcflow.background import build_background, save_background
     from rbcflow.clips import cut_clips
     from rbcflow.config import validate_config
@@ -142,21 +146,28 @@ def child_best(video: str, outdir: str, row_json: str, repeats: int) -> dict:
         cut_clips(video, out / "bg.npz", out / "t.parquet", out / "t.tsv", out / "c.h5",
                   out / "qc.tsv", row, cfg["clips"], cfg["detect"], source_sha256="-")
 
+    runs: dict[str, list[float]] = {"single_pass_stream": [], "single_pass_finish": []}
+
     def single() -> None:
+        timings: dict[str, float] = {}
         track_and_cut(video, out / "bg.npz", output_paths(out / "single", "s"), cfg, info,
-                      source_sha256="-")
+                      source_sha256="-", timings=timings)
+        runs["single_pass_stream"].append(timings["stream_cpu_s"])
+        runs["single_pass_finish"].append(timings["finish_cpu_s"])
 
     stages = {"decode": decode, "ffmpeg_decode": lambda: _ffmpeg_decode(video),
               "track": track, "clips": clips, "single_pass": single}
-    best = dict.fromkeys(stages, float("inf"))
+    runs.update({name: [] for name in stages})
     for _ in range(int(repeats)):
         for name, stage in stages.items():  # interleaved: load drifts hit every stage
             cpu = time.process_time()
             stage()
-            best[name] = min(best[name], time.process_time() - cpu)
+            runs[name].append(time.process_time() - cpu)
     with open_video(video) as reader:
         frames = sum(1 for _ in reader.frames())
-    return {"frames": frames, "repeats": int(repeats), "best_cpu_s": best,
+    return {"frames": frames, "repeats": int(repeats), "cpu_s": runs,
+            "best_cpu_s": {k: min(v) for k, v in runs.items()},
+            "median_cpu_s": {k: float(np.median(v)) for k, v in runs.items()},
             "loadavg": os.getloadavg()}
 
 
@@ -186,12 +197,15 @@ def child_chain(video: str, outdir: str, row_json: str) -> dict:
     t3, c3 = time.perf_counter(), _cpu_s()
     info = {k: row[k] for k in ("sample", "donor", "condition", "focus", "session", "fps",
                                 "um_per_px")}
+    timings: dict[str, float] = {}
     _, n_fused = track_and_cut(video, out / "bg.npz", output_paths(out / "single", "s"), cfg,
-                               info, source_sha256="-")
+                               info, source_sha256="-", timings=timings)
     t4, c4 = time.perf_counter(), _cpu_s()
     table, meta = read_tracks(out / "t.parquet")
     result = {"frames": meta["n_frames"], "background_s": t1 - t0, "track_s": t2 - t1,
               "clips_s": t3 - t2, "single_pass_s": t4 - t3, "background_cpu_s": c1 - c0,
+              "single_pass_stream_cpu_s": timings["stream_cpu_s"],
+              "single_pass_finish_cpu_s": timings["finish_cpu_s"],
               "track_cpu_s": c2 - c1, "clips_cpu_s": c3 - c2, "single_pass_cpu_s": c4 - c3,
               "n_clips": n_clips, "n_clips_single_pass": n_fused, "n_tracks": len(summary)}
     if row.get("truth"):
@@ -379,12 +393,18 @@ def benchmark(workdir: Path, n_frames: int, trackpy_frames: int, long_run: bool,
 
 def _derive_best(entry: dict) -> dict:
     best, n = entry["best_cpu_s"], entry["frames"]
+    median = entry["median_cpu_s"]
     two = best["track"] + best["clips"]
     entry["summary"] = {
         "us_per_frame": {k: round(v / n * 1e6, 1) for k, v in best.items()},
+        "median_us_per_frame": {k: round(v / n * 1e6, 1) for k, v in median.items()},
         "decode_cpu_fps": round(n / best["decode"]),
         "ffmpeg_decode_cpu_fps": round(n / best["ffmpeg_decode"]),
         "single_pass_cpu_fps": round(n / best["single_pass"]),
+        "single_pass_median_cpu_fps": round(n / median["single_pass"]),
+        "stream_cpu_fps": round(n / best["single_pass_stream"]),
+        "stream_median_cpu_fps": round(n / median["single_pass_stream"]),
+        "finish_ms": round(median["single_pass_finish"] * 1e3, 1),
         "two_pass_cpu_fps": round(n / two),
         "single_over_ffmpeg_decode": round(best["ffmpeg_decode"] / best["single_pass"], 3),
         "two_pass_over_ffmpeg_decode": round(best["ffmpeg_decode"] / two, 3),
@@ -413,6 +433,8 @@ def _derive(entry: dict) -> dict:
         "two_pass_cpu_fps": round(two_pass_cpu_fps),
         "chain_fps": round(chain_fps),
         "chain_cpu_fps": round(chain_cpu_fps),
+        "stream_cpu_fps": round(c["frames"] / c["single_pass_stream_cpu_s"]),
+        "finish_ms": round(c["single_pass_finish_cpu_s"] * 1e3, 1),
         "chain_over_decode": round(chain_fps / decode_fps, 3),
         "chain_over_decode_cpu": round(chain_cpu_fps / decode_cpu_fps, 3),
         "chain_over_ffmpeg_decode_cpu": round(chain_cpu_fps / ffmpeg_cpu_fps, 3),
@@ -436,18 +458,23 @@ def write_markdown(results: dict, path: Path) -> None:
              "Chain = the single pass of `rbcflow preprocess` (decode, subtract, threshold, "
              "blobs, features, track, crop); two passes = `track` then `clips`. f/s: frames "
              "per wall second; f/cpu-s: frames per CPU second of the process.", "",
+             "Stream = the chain's per-frame part (decode to crop); finish = what the single "
+             "pass does once per recording after its last frame (summary, centre line, "
+             "writing the files).", "",
              "| input | decode f/s | decode f/cpu-s | FFmpeg decode f/cpu-s | track pass f/s | "
              "clip pass f/s | two passes f/cpu-s | chain f/s | chain f/cpu-s | "
+             "stream f/cpu-s | finish ms | "
              "chain/decode (CPU) | chain/FFmpeg decode (CPU) "
              "| peak RSS MB | IDF1 | MOTA | seed MOG2 f/s | seed RSS MB | chain/seed | "
              "trackpy f/s | trackpy IDF1 | our IDF1, same frames |",
-             "|" + "---|" * 20]
+             "|" + "---|" * 22]
     for fmt, entry in results["formats"].items():
         s = entry["summary"]
         lines.append(f"| {fmt} | {s['decode_fps']} | {s['decode_cpu_fps']} | "
                      f"{s['ffmpeg_decode_cpu_fps']} | "
                      f"{s['track_pass_fps']} | {s['clip_pass_fps']} | {s['two_pass_cpu_fps']} | "
-                     f"{s['chain_fps']} | {s['chain_cpu_fps']} | {s['chain_over_decode_cpu']} | "
+                     f"{s['chain_fps']} | {s['chain_cpu_fps']} | {s['stream_cpu_fps']} | "
+                     f"{s['finish_ms']} | {s['chain_over_decode_cpu']} | "
                      f"{s['chain_over_ffmpeg_decode_cpu']} | "
                      f"{s['chain_peak_rss_mb']} | {s['idf1']} | {s['mota']} | "
                      f"{s['seed_mog2_fps']} | {s['seed_mog2_peak_rss_mb']} | "
@@ -456,8 +483,12 @@ def write_markdown(results: dict, path: Path) -> None:
     if "best_of" in results:
         s = results["best_of"]["summary"]
         lines += ["", f"avi_raw, each stage {results['best_of']['repeats']} times in one "
-                  f"process, best CPU time: CPU us per frame {s['us_per_frame']}; single pass "
-                  f"{s['single_pass_cpu_fps']} f/cpu-s, two passes {s['two_pass_cpu_fps']} "
+                  f"process, best CPU time: CPU us per frame {s['us_per_frame']} (median "
+                  f"{s['median_us_per_frame']}); stream {s['stream_cpu_fps']} f/cpu-s "
+                  f"(median {s['stream_median_cpu_fps']}), single pass "
+                  f"{s['single_pass_cpu_fps']} f/cpu-s (median "
+                  f"{s['single_pass_median_cpu_fps']}; its finish {s['finish_ms']} ms), "
+                  f"two passes {s['two_pass_cpu_fps']} "
                   f"f/cpu-s, decode {s['decode_cpu_fps']} f/cpu-s (FFmpeg "
                   f"{s['ffmpeg_decode_cpu_fps']}); single pass / FFmpeg decode "
                   f"{s['single_over_ffmpeg_decode']}, two passes / FFmpeg decode "
@@ -498,7 +529,7 @@ def main() -> None:
     parser.add_argument("--long", action="store_true",
                         help="also simulate and preprocess a 43,300-frame 800x150 recording")
     parser.add_argument("--long-frames", type=int, default=43_300)
-    parser.add_argument("--best-of", type=int, default=5,
+    parser.add_argument("--best-of", type=int, default=7,
                         help="times each stage runs in one process on the raw AVI (0: skip)")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where recordings are simulated (default: a temporary folder)")

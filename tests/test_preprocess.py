@@ -82,7 +82,11 @@ def _same_outputs(video, background, paths, cfg, info, tmp):
     from rbcflow.track import track_video
 
     # explicitly the single pass (preprocess_video would fall back to two passes)
-    track_and_cut(video, background, paths, cfg, info, source_sha256="x")
+    timings = {}
+    track_and_cut(video, background, paths, cfg, info, source_sha256="x", timings=timings)
+    # the per-frame stream and the once-per-recording finish are timed apart
+    assert set(timings) == {"stream_cpu_s", "finish_cpu_s", "frames"}
+    assert timings["stream_cpu_s"] > 0 and timings["finish_cpu_s"] > 0
     track_video(video, background, tmp / "t.parquet", tmp / "t.tsv", cfg["detect"],
                 cfg["track"], fps=float(info["fps"]), um_per_px=float(info["um_per_px"]))
     cut_clips(video, background, tmp / "t.parquet", tmp / "t.tsv", tmp / "c.h5",

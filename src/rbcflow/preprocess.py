@@ -170,6 +170,7 @@ def track_and_cut(
     cfg: Mapping[str, object],
     info: Mapping[str, object],
     source_sha256: str | None = None,
+    timings: dict[str, float] | None = None,
 ) -> tuple[pd.DataFrame, int]:
     """Detect, track and cut clips in ONE pass over the recording.
 
@@ -179,7 +180,10 @@ def track_and_cut(
     first detection wholly in view, blobs included), and when the track ends and is kept,
     its clip is cut from them with the same functions the clip pass uses.
 
-    Returns the track summary and the number of clips.
+    Returns the track summary and the number of clips. With ``timings`` (a dict), the
+    CPU seconds of the per-frame stream (decode to crop) and of what follows it once per
+    recording (summary, centre line, writing the files) are stored there as
+    ``stream_cpu_s`` and ``finish_cpu_s``, with the number of ``frames``.
 
     Raises
     ------
@@ -227,6 +231,7 @@ def track_and_cut(
     builder = TableBuilder()
     n_frames = 0
 
+    stream_start = time.process_time()
     with open_video(video_path) as reader:
         width, height = int(reader.width), int(reader.height)
         linker = OnlineLinker(params, (width, height))
@@ -320,6 +325,7 @@ def track_and_cut(
                 finish(tid)
         buffer.clear()
 
+    finish_start = time.process_time()
     table = builder.table()
     table, summary, meta = finish_tracks(
         table, linker.collided, params, (width, height), n_frames, float(info["fps"]),
@@ -356,4 +362,7 @@ def track_and_cut(
     n_clips = write_clip_outputs(paths["clips"], paths["clips_qc"], out, clip_rows, summary,
                                  extra, info, clip_params, cfg["detect"], meta["track"],
                                  video_path, source_sha256)
+    if timings is not None:
+        timings.update(stream_cpu_s=finish_start - stream_start,
+                       finish_cpu_s=time.process_time() - finish_start, frames=n_frames)
     return summary, n_clips
