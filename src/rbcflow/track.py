@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import linear_sum_assignment
 
 from rbcflow.io.atomic import atomic_path
 
@@ -309,6 +308,10 @@ class OnlineLinker:
                 used_cols.add(cols[0])
         if simple:
             return pairs
+        # imported here: scipy.optimize takes about 0.3 s to import, which a job on a short
+        # recording (one cell at a time) would otherwise pay without ever needing it
+        from scipy.optimize import linear_sum_assignment
+
         rows, cols = linear_sum_assignment(np.asarray(cost))
         return [(r, c) for r, c in zip(rows.tolist(), cols.tolist(), strict=True)
                 if cost[r][c] < _INFEASIBLE]
