@@ -215,7 +215,7 @@ def _grown_window(blob, shape: tuple[int, int], x: float, y: float, crop: int) -
     """
     height, width = shape
     g = MASK_GROW_PX
-    x0, y0 = int(round(x)) - crop // 2, int(round(y)) - crop // 2
+    x0, y0, *_ = _window_bounds(shape, x, y, crop)
     out = np.zeros((crop, crop), np.uint8)
     h, w = blob.mask.shape
     gx0, gy0 = blob.x - g, blob.y - g  # corner of the grown box
