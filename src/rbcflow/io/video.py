@@ -544,9 +544,14 @@ def open_video(path: str | Path) -> VideoReader:
         return TiffReader(path)
     if suffix in CINE_SUFFIXES:
         return CineReader(path)
+    if suffix == ".rtdc":
+        from rbcflow.io.rtdc import RtdcReader  # imported here: it builds on this module
+
+        return RtdcReader(path)
     raise VideoError(
         f"{path}: unsupported recording type {suffix!r} (expected one of "
-        f"{', '.join(VIDEO_SUFFIXES + TIFF_SUFFIXES + CINE_SUFFIXES)} or a frame folder)"
+        f"{', '.join(VIDEO_SUFFIXES + TIFF_SUFFIXES + CINE_SUFFIXES + ('.rtdc',))} "
+        "or a frame folder)"
     )
 
 
