@@ -27,7 +27,7 @@ rule all:
 # Coarse targets, one per DVC stage (dvc.yaml): DVC wraps these, Snakemake owns the graph.
 rule preprocess_all:
     input:
-        all_clip_files,
+        all_batch_dirs,
 
 
 rule train_all:

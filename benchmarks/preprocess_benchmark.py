@@ -112,26 +112,32 @@ def _ffmpeg_decode(video: str) -> int:
     return n
 
 
+def _recording_params(row: dict):
+    """The default configuration's parameters for a recording, and its sample-sheet info."""
+    from rbcflow.config import validate_config
+    from rbcflow.params import resolve_chain_params
+
+    params = resolve_chain_params(validate_config({}), row["fps"], row["um_per_px"])
+    info = {k: row[k] for k in ("sample", "donor", "condition", "focus", "session", "fps",
+                                "um_per_px")}
+    return params, info
+
+
 def child_best(video: str, outdir: str, row_json: str, repeats: int) -> dict:
     """Every stage ``repeats`` times in this one process, CPU seconds of each run
     (``time.process_time``): decode (ours and FFmpeg's), the track pass, the clip pass
     and the single pass (also split into its per-frame stream and its once-per-recording
     finish), on one background built beforehand."""
-    from rbcflow.background import build_background, save_background
+    from rbcflow.background import build_background, load_background, save_background
     from rbcflow.clips import cut_clips
-    from rbcflow.config import validate_config
     from rbcflow.io.video import open_video
     from rbcflow.preprocess import output_paths, track_and_cut
     from rbcflow.track import track_video
 
     row = json.loads(row_json)
-    cfg = validate_config({})
+    params, info = _recording_params(row)
     out = Path(outdir)
-    b = cfg["background"]
-    save_background(build_background(video, b["method"], b["n_frames"], b["blur_sigma"],
-                                     seed=cfg["seed"]), out / "bg.npz")
-    info = {k: row[k] for k in ("sample", "donor", "condition", "focus", "session", "fps",
-                                "um_per_px")}
+    save_background(build_background(video, params.background), out / "bg.npz")
 
     def decode() -> None:
         with open_video(video) as reader:
@@ -139,19 +145,19 @@ def child_best(video: str, outdir: str, row_json: str, repeats: int) -> dict:
                 pass
 
     def track() -> None:
-        track_video(video, out / "bg.npz", out / "t.parquet", out / "t.tsv", cfg["detect"],
-                    cfg["track"], row["fps"], row["um_per_px"])
+        track_video(video, out / "bg.npz", out / "t.parquet", out / "t.tsv", params)
 
     def clips() -> None:
         cut_clips(video, out / "bg.npz", out / "t.parquet", out / "t.tsv", out / "c.h5",
-                  out / "qc.tsv", row, cfg["clips"], cfg["detect"], source_sha256="-")
+                  out / "qc.tsv", info, params, source_sha256="-")
 
     runs: dict[str, list[float]] = {"single_pass_stream": [], "single_pass_finish": []}
 
     def single() -> None:
+        # loading the background is part of it, as of the track and clip passes
         timings: dict[str, float] = {}
-        track_and_cut(video, out / "bg.npz", output_paths(out / "single", "s"), cfg, info,
-                      source_sha256="-", timings=timings)
+        track_and_cut(video, load_background(out / "bg.npz"), params,
+                      output_paths(out / "single", "s"), info, "-", timings=timings)
         runs["single_pass_stream"].append(timings["stream_cpu_s"])
         runs["single_pass_finish"].append(timings["finish_cpu_s"])
 
@@ -174,32 +180,27 @@ def child_best(video: str, outdir: str, row_json: str, repeats: int) -> dict:
 def child_chain(video: str, outdir: str, row_json: str) -> dict:
     """Background, then the two stages (track pass, clip pass), then the single pass that
     ``rbcflow preprocess`` runs (``track_and_cut``) on the same background."""
-    from rbcflow.background import build_background, save_background
+    from rbcflow.background import build_background, load_background, save_background
     from rbcflow.clips import cut_clips
-    from rbcflow.config import validate_config
     from rbcflow.preprocess import output_paths, track_and_cut
     from rbcflow.track import read_tracks, track_video
     from rbcflow.trackeval import evaluate_tracking
 
     row = json.loads(row_json)
-    cfg = validate_config({})
+    params, info = _recording_params(row)
     out = Path(outdir)
-    b = cfg["background"]
     t0, c0 = time.perf_counter(), _cpu_s()
-    model = build_background(video, b["method"], b["n_frames"], b["blur_sigma"], seed=cfg["seed"])
+    model = build_background(video, params.background)
     save_background(model, out / "bg.npz")
     t1, c1 = time.perf_counter(), _cpu_s()
-    summary = track_video(video, out / "bg.npz", out / "t.parquet", out / "t.tsv",
-                          cfg["detect"], cfg["track"], row["fps"], row["um_per_px"])
+    summary = track_video(video, out / "bg.npz", out / "t.parquet", out / "t.tsv", params)
     t2, c2 = time.perf_counter(), _cpu_s()
     n_clips = cut_clips(video, out / "bg.npz", out / "t.parquet", out / "t.tsv", out / "c.h5",
-                        out / "qc.tsv", row, cfg["clips"], cfg["detect"], source_sha256="-")
+                        out / "qc.tsv", info, params, source_sha256="-")
     t3, c3 = time.perf_counter(), _cpu_s()
-    info = {k: row[k] for k in ("sample", "donor", "condition", "focus", "session", "fps",
-                                "um_per_px")}
     timings: dict[str, float] = {}
-    _, n_fused = track_and_cut(video, out / "bg.npz", output_paths(out / "single", "s"), cfg,
-                               info, source_sha256="-", timings=timings)
+    n_fused = track_and_cut(video, load_background(out / "bg.npz"), params,
+                            output_paths(out / "single", "s"), info, "-", timings=timings)
     t4, c4 = time.perf_counter(), _cpu_s()
     table, meta = read_tracks(out / "t.parquet")
     result = {"frames": meta["n_frames"], "background_s": t1 - t0, "track_s": t2 - t1,
@@ -243,11 +244,13 @@ def child_trackpy(video: str, row_json: str, max_frames: int, our_tracks: str) -
 
     from rbcflow.background import build_background
     from rbcflow.io.video import open_video
+    from rbcflow.params import background_params
     from rbcflow.trackeval import evaluate_tracking
 
     tp.quiet()
     row = json.loads(row_json)
-    model = build_background(video, "median", 100, 4.0, seed=42)
+    model = build_background(video, background_params(seed=42, method="median", n_frames=100,
+                                                      blur_sigma=4.0))
     bg = model.image_at(0)
     start = time.perf_counter()
     parts = []

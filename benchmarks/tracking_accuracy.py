@@ -21,6 +21,7 @@ import pandas as pd
 
 from rbcflow.background import build_background, save_background
 from rbcflow.config import validate_config
+from rbcflow.params import resolve_chain_params
 from rbcflow.simulate.scenario import plan_dataset, write_video
 from rbcflow.track import read_tracks, track_video
 from rbcflow.trackeval import evaluate_tracking
@@ -33,12 +34,12 @@ def score(spec, seed: int, workdir: Path, cfg: dict, max_distance_px: float) -> 
     summary = write_video(spec, seed, workdir, "avi_raw")
     row = summary["row"]
     video = workdir / row["path"]
-    b = cfg["background"]
-    model = build_background(video, b["method"], b["n_frames"], b["blur_sigma"], seed=42)
+    params = resolve_chain_params(cfg, row["fps"], row["um_per_px"])
+    model = build_background(video, params.background)
     npz = workdir / f"{spec.sample}.npz"
     save_background(model, npz)
     track_video(video, npz, workdir / f"{spec.sample}.parquet", workdir / f"{spec.sample}.tsv",
-                cfg["detect"], cfg["track"], row["fps"], row["um_per_px"])
+                params)
     table, meta = read_tracks(workdir / f"{spec.sample}.parquet")
     truth = pd.read_csv(workdir / row["truth"], sep="\t")
     m = evaluate_tracking(table, truth, max_distance_px, frame_size=tuple(meta["frame_size"]))

@@ -1,4 +1,5 @@
-"""Shared fixtures: the simulated tiny dataset, and its clips, built once per test worker."""
+"""Shared fixtures: the simulated tiny dataset, its clips, and three of its recordings,
+built once per test worker; the ``--update-reference`` option."""
 
 from __future__ import annotations
 
@@ -10,6 +11,18 @@ import pytest
 from rbcflow.config import load_config, load_sample_sheet
 
 REPO = Path(__file__).resolve().parents[1]
+#: Recordings of the `tiny` preset (seed 7) that the chain's own tests run on: a
+#: triggered clip in focus, one out of focus, and a continuous recording.
+TINY_SEED = 7
+TINY_RECORDINGS = ("D01_FA_in_t1", "D01_native_above_t1", "D01_native_in_c1")
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--update-reference", action="store_true", default=False,
+        help="rewrite tests/data/preprocess_reference.json from the current code "
+             "(see tests/test_reference_outputs.py; explain the change when committing)",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -48,3 +61,19 @@ def tiny_clips(tiny_dataset, tmp_path_factory) -> tuple[list[Path], dict]:
         paths = preprocess_video(row["path"], results, config, row.to_dict())
         clip_files.append(paths["clips"])
     return clip_files, config
+
+
+@pytest.fixture(scope="session")
+def tiny_recordings(tmp_path_factory) -> tuple[Path, list[dict]]:
+    """:data:`TINY_RECORDINGS` as uncompressed AVI: (folder, sample-sheet rows).
+
+    The rows' ``path`` and ``truth`` are relative to the folder, as the simulator writes
+    them; the rows hold what ``preprocess_video`` reads (``sample`` to ``um_per_px``).
+    """
+    from rbcflow.simulate.scenario import plan_dataset, write_video
+
+    folder = tmp_path_factory.mktemp("tiny_recordings")
+    specs = {spec.sample: spec for spec in plan_dataset("tiny", seed=TINY_SEED)}
+    rows = [write_video(specs[name], TINY_SEED, folder, "avi_raw")["row"]
+            for name in TINY_RECORDINGS]
+    return folder, rows

@@ -1,9 +1,12 @@
 """A small, internally consistent results tree in the formats of docs/architecture.md.
 
 Cells move along +x through a channel; one recording is rendered as a real video (FFV1),
-the others exist only as stage outputs. Tracks are the true cell positions plus jitter,
-metrics are computed from seeded predictions with scikit-learn, so every number the report
-shows can be checked against these files.
+the others exist only as stage outputs. The recordings' files lie in two preprocessing
+batches (``results/preprocess/<batch>/``) as the workflow writes them; tracks are the true
+cell positions plus jitter, written, counted and scored by the package's own writers (the
+QC record, the clip QC table, the tracking scores against the truth), and metrics are
+computed from seeded predictions with scikit-learn, so every number the report shows can
+be checked against these files.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from sklearn.metrics import (
 
 from rbcflow.clipstore import write_clip_file
 from rbcflow.config import load_config, load_sample_sheet
+from rbcflow.layout import output_paths
+from rbcflow.params import resolve_chain_params
+from rbcflow.report import ReportInputs
 
 DONORS = ["D01", "D02", "D03", "D04"]
 DONOR_SPLIT = {"D01": "train", "D02": "train", "D03": "validation", "D04": "test"}
@@ -36,6 +42,11 @@ VIDEO_SAMPLE = "D01_native"
 TRUTH_SAMPLES = ("D01_native", "D02_DA")
 MIN_LENGTH = 8
 RADIUS = (6.0, 4.0)
+#: Preprocessing batches: the first two donors' recordings, then the other two.
+BATCHES = {"D01_native+8": DONORS[:2], "D03_native+8": DONORS[2:]}
+TRACK_COLUMNS = ["frame", "track_id", "x", "y", "bbox_x", "bbox_y", "bbox_w", "bbox_h",
+                 "area_px", "major_px", "minor_px", "orientation_deg", "deformation",
+                 "brightness"]
 
 
 def _cells(rng: np.random.Generator, n_cells: int = 6) -> list[dict]:
@@ -147,174 +158,230 @@ def _metrics(task: dict, split: pd.DataFrame, predictions: pd.DataFrame,
     }
 
 
+def batch_of(donor: str) -> str:
+    """The preprocessing batch holding a donor's recordings."""
+    return next(name for name, donors in BATCHES.items() if donor in donors)
+
+
+def _track_outputs(cells: list[dict], rng: np.random.Generator
+                   ) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
+    """Tracks table, per-track summary and truth rows of one recording's cells."""
+    detections, summary, truth_rows = [], [], []
+    for cell in cells:
+        points = _positions(cell)
+        for frame, x, y in points:
+            truth_rows.append({
+                "frame": frame, "cell_id": cell["cell_id"], "x": x, "y": y,
+                "bbox_x": max(x - RADIUS[0], 0), "bbox_y": y - RADIUS[1],
+                "bbox_w": min(x + RADIUS[0], WIDTH - 1) - max(x - RADIUS[0], 0),
+                "bbox_h": 2 * RADIUS[1], "angle": 0.0, "major_px": 2 * RADIUS[0],
+                "minor_px": 2 * RADIUS[1],
+            })
+        inside = [p for p in points if RADIUS[0] <= p[1] <= WIDTH - 1 - RADIUS[0]]
+        if not inside:
+            continue
+        for frame, x, y in inside:
+            detections.append({"frame": frame, "track_id": cell["cell_id"],
+                               "x": x + rng.normal(0, 0.3), "y": y + rng.normal(0, 0.3)})
+        summary.append({
+            "track_id": cell["cell_id"], "entry_frame": inside[0][0],
+            "exit_frame": inside[-1][0], "n_detections": len(inside),
+            "velocity_px_per_frame": cell["speed"],
+            "velocity_mm_s": cell["speed"] * UM_PER_PX * FPS / 1000.0,
+            "flight_distance_px": inside[-1][1] - inside[0][1],
+            "centerline_distance_um": abs(cell["y"] - HEIGHT / 2) * UM_PER_PX,
+            "status": "kept" if len(inside) >= MIN_LENGTH else "too_short",
+        })
+    # two stray detections outside any track
+    detections += [{"frame": 3, "track_id": -1, "x": 50.0, "y": 12.0},
+                   {"frame": 4, "track_id": -1, "x": 90.0, "y": 36.0}]
+    tracks = pd.DataFrame(detections).sort_values(["frame", "track_id"], kind="stable")
+    n = len(tracks)
+    tracks["bbox_x"], tracks["bbox_y"] = (tracks["x"] - 5).round(), (tracks["y"] - 5).round()
+    tracks["bbox_w"], tracks["bbox_h"] = 12.0, 8.0
+    tracks["area_px"] = 75.0
+    tracks["major_px"], tracks["minor_px"] = 12.0, 8.0
+    tracks["orientation_deg"] = 0.0
+    tracks["deformation"] = rng.uniform(0.01, 0.1, n)
+    tracks["brightness"] = rng.uniform(100, 120, n)
+    tracks["frame"] = tracks["frame"].astype(np.int64)
+    tracks["track_id"] = tracks["track_id"].astype(np.int64)
+    return tracks[TRACK_COLUMNS].reset_index(drop=True), pd.DataFrame(summary), truth_rows
+
+
+def _write_recording(paths: dict, row: dict, c_index: int, tracks: pd.DataFrame,
+                     summary: pd.DataFrame, params, rng: np.random.Generator) -> pd.DataFrame:
+    """A recording's stage outputs: tracks, clips, clip QC, ingest record and QC record."""
+    from rbcflow.clips import qc_table
+    from rbcflow.qc import recording_record, write_record
+    from rbcflow.track import write_tracks
+
+    sample = row["sample"]
+    write_tracks(tracks, summary, paths["tracks"], paths["tracks_summary"],
+                 {"frame_size": [WIDTH, HEIGHT], "n_frames": N_FRAMES,
+                  "params": params.as_dict(), "pipeline_id": params.pipeline_id})
+    kept = summary[summary["status"] == "kept"]
+    clips = np.stack([_clip(c_index, rng) for _ in range(len(kept))])
+    table = pd.DataFrame({
+        "clip_id": [f"{sample}/{t}" for t in kept["track_id"]],
+        **{key: row[key] for key in ("sample", "donor", "condition", "focus", "session")},
+        "track_id": kept["track_id"].to_numpy(),
+        "first_frame": kept["entry_frame"].to_numpy(),
+        "last_frame": kept["exit_frame"].to_numpy(),
+        **{key: kept[key].to_numpy() for key in ("velocity_mm_s", "centerline_distance_um",
+                                                 "flight_distance_px")},
+    })
+    write_clip_file(paths["clips"], clips, table,
+                    attrs={"source_sha256": "0" * 64, "sample": sample,
+                           "params": params.as_dict(), "pipeline_id": params.pipeline_id})
+    qc_table(summary, {}).to_csv(paths["clips_qc"], sep="\t", index=False)
+    write_record(recording_record(sample, N_FRAMES, len(tracks), summary, len(kept),
+                                  params.pipeline_id), paths["qc"])
+    return table
+
+
+def _write_ingest(paths: dict, row: dict, video: Path, digest: str) -> None:
+    paths["ingest_json"].write_text(json.dumps({
+        "sample": row["sample"], "path": str(video), "reader": "opencv", "sha256": digest,
+        "n_frames": N_FRAMES, "n_frames_header": N_FRAMES, "fps_sheet": FPS, "fps_file": FPS,
+        "width": WIDTH, "height": HEIGHT, "dtype": "uint8", "truncated": False,
+        "problems": [],
+    }))
+
+
+def _write_video_and_background(video: Path, paths: dict, cells: list[dict], params,
+                                rng: np.random.Generator) -> None:
+    """The one real recording, and its background as the background stage stores it."""
+    import dataclasses
+
+    from rbcflow.background import BackgroundModel, save_background
+
+    background = background_image()
+    write_video(video, _render(background, cells, rng))
+    record = {**dataclasses.asdict(params.background), "n_frames_used": N_FRAMES}
+    save_background(BackgroundModel("median", record, background[None]), paths["background"])
+
+
+def _score_tracking(results: Path, batch: str, paths: dict, truth_path: Path,
+                    truth_rows: list[dict], row: dict, config: dict) -> None:
+    """The truth table and the recording's tracking scores (rule evaluate_tracking)."""
+    from rbcflow.trackeval import evaluate_recording
+
+    truth = pd.DataFrame(truth_rows).assign(condition=row["condition"], donor=row["donor"])
+    truth.to_csv(truth_path, sep="\t", index=False)
+    evaluate_recording(paths["tracks"], paths["tracks_summary"], truth_path,
+                       results / "tracking" / batch / f"{row['sample']}.json",
+                       max_distance_px=config["evaluate"]["truth_max_distance_px"])
+
+
+def _recordings(root: Path, results: Path, config: dict, rng: np.random.Generator
+                ) -> tuple[list[dict], dict, list[pd.DataFrame]]:
+    """Every recording's files; returns the sheet rows, expected counts and clip tables."""
+    params = resolve_chain_params(config, FPS, UM_PER_PX)
+    rows, expected, clip_tables = [], {}, []
+    for d_index, donor in enumerate(DONORS):
+        batch = batch_of(donor)
+        for c_index, condition in enumerate(config["conditions"]):
+            sample = f"{donor}_{condition}"
+            paths = output_paths(results / "preprocess" / batch, sample)
+            for path in paths.values():
+                path.parent.mkdir(parents=True, exist_ok=True)
+            cells = _cells(rng)
+            tracks, summary, truth_rows = _track_outputs(cells, rng)
+            row = {"sample": sample, "path": f"videos/{sample}.avi", "donor": donor,
+                   "condition": condition, "focus": FOCI[(d_index + c_index) % 3],
+                   "session": f"S{1 + d_index % 2}", "fps": FPS, "um_per_px": UM_PER_PX,
+                   "truth": f"truth/{sample}.tsv" if sample in TRUTH_SAMPLES else ""}
+            clip_tables.append(_write_recording(paths, row, c_index, tracks, summary, params,
+                                                rng))
+            video = root / row["path"]
+            if sample == VIDEO_SAMPLE:
+                _write_video_and_background(video, paths, cells, params, rng)
+            if row["truth"]:
+                _score_tracking(results, batch, paths, root / row["truth"], truth_rows, row,
+                                config)
+            _write_ingest(paths, row, video, f"{d_index:02d}{c_index:02d}" + "ab" * 30)
+            rows.append(row)
+            kept = int((summary["status"] == "kept").sum())
+            expected[sample] = {"detections": len(tracks), "tracks": len(summary),
+                                "tracks_kept": kept, "clips": kept, "truth_cells": len(cells)}
+    return rows, expected, clip_tables
+
+
+def _task_outputs(results: Path, task: dict, clips: pd.DataFrame,
+                  rng: np.random.Generator) -> None:
+    """A task's split, audit, predictions, metrics and history."""
+    name = task["name"]
+    labels = {c: 0 for c in task["negative"]} | {c: 1 for c in task["positive"]}
+    split = clips[clips["condition"].isin(labels)].copy()
+    split["label"] = split["condition"].map(labels)
+    split["split"] = split["donor"].map(DONOR_SPLIT)
+    split["fold"] = -1
+    split = split[["clip_id", "sample", "donor", "session", "focus", "condition",
+                   "label", "split", "fold"]]
+    (results / "splits").mkdir(parents=True, exist_ok=True)
+    split.to_csv(results / "splits" / f"{name}.tsv", sep="\t", index=False)
+    (results / "splits" / f"{name}_audit.json").write_text(json.dumps({
+        "task": name, "grouped_by": ["donor"],
+        "donors": {s: sorted(g["donor"].unique()) for s, g in split.groupby("split")},
+        "shared_donors": [],
+    }))
+    noise = rng.normal(0, 0.22, len(split))
+    p = np.clip(0.5 + (split["label"].to_numpy() - 0.5) * 0.7 + noise, 0.001, 0.999)
+    predictions = pd.DataFrame({
+        "clip_id": split["clip_id"], "donor": split["donor"], "split": split["split"],
+        "label": split["label"], "p_positive": p, "predicted": (p >= 0.5).astype(int),
+    })
+    folder = results / "models" / name
+    folder.mkdir(parents=True)
+    predictions.to_csv(folder / "predictions.tsv", sep="\t", index=False)
+    (folder / "metrics.json").write_text(json.dumps(_metrics(task, split, predictions, rng),
+                                                     indent=2))
+    epochs = np.arange(1, 13)
+    pd.DataFrame({
+        "epoch": epochs,
+        "accuracy": 1 - 0.45 * np.exp(-epochs / 3),
+        "loss": 0.7 * np.exp(-epochs / 4),
+        "val_accuracy": 0.95 - 0.4 * np.exp(-epochs / 3) + rng.normal(0, 0.01, 12),
+        "val_loss": 0.2 + 0.5 * np.exp(-epochs / 4) + rng.normal(0, 0.01, 12),
+    }).to_csv(folder / "history.csv", index=False)
+
+
 def make_results(root: Path, seed: int = 3, benchmarks: bool = True) -> dict:
     """Write a sample sheet, a video, truth tables and every stage's outputs under ``root``.
 
-    Returns ``results``, ``config``, ``sheet`` (validated), ``truth`` (the counts the
-    report must show: detections, kept tracks and clips per sample).
+    Returns ``results``, ``config``, ``sheet`` (validated), ``inputs`` (the
+    :class:`ReportInputs` of the results folder, found by its layout), ``lock_file``,
+    ``logs`` (the jobs' benchmark files, with ``benchmarks``) and ``expected`` (the
+    counts the report must show: detections, kept tracks and clips per sample).
     """
     rng = np.random.default_rng(seed)
     root = Path(root)
     results = root / "results"
     config = load_config(overrides={"seed": seed, "results": str(results)})
-    conditions = config["conditions"]
-    rows, expected = [], {}
     (root / "videos").mkdir(parents=True)
     (root / "truth").mkdir()
-    background = background_image()
-    all_clip_tables = []
-    for d_index, donor in enumerate(DONORS):
-        for c_index, condition in enumerate(conditions):
-            sample = f"{donor}_{condition}"
-            cells = _cells(rng)
-            detections, summary, truth_rows = [], [], []
-            for cell in cells:
-                points = _positions(cell)
-                for frame, x, y in points:
-                    truth_rows.append({
-                        "frame": frame, "cell_id": cell["cell_id"], "x": x, "y": y,
-                        "bbox_x": max(x - RADIUS[0], 0), "bbox_y": y - RADIUS[1],
-                        "bbox_w": min(x + RADIUS[0], WIDTH - 1) - max(x - RADIUS[0], 0),
-                        "bbox_h": 2 * RADIUS[1], "angle": 0.0, "major_px": 2 * RADIUS[0],
-                        "minor_px": 2 * RADIUS[1], "condition": condition, "donor": donor,
-                    })
-                inside = [p for p in points if RADIUS[0] <= p[1] <= WIDTH - 1 - RADIUS[0]]
-                if not inside:
-                    continue
-                status = "kept" if len(inside) >= MIN_LENGTH else "too_short"
-                for frame, x, y in inside:
-                    detections.append({
-                        "frame": frame, "track_id": cell["cell_id"],
-                        "x": x + rng.normal(0, 0.3), "y": y + rng.normal(0, 0.3),
-                    })
-                flight = inside[-1][1] - inside[0][1]
-                summary.append({
-                    "track_id": cell["cell_id"], "entry_frame": inside[0][0],
-                    "exit_frame": inside[-1][0], "n_detections": len(inside),
-                    "velocity_px_per_frame": cell["speed"],
-                    "velocity_mm_s": cell["speed"] * UM_PER_PX * FPS / 1000.0,
-                    "flight_distance_px": flight,
-                    "centerline_distance_um": abs(cell["y"] - HEIGHT / 2) * UM_PER_PX,
-                    "status": status,
-                })
-            # two stray detections outside any track
-            detections += [{"frame": 3, "track_id": -1, "x": 50.0, "y": 12.0},
-                           {"frame": 4, "track_id": -1, "x": 90.0, "y": 36.0}]
-            tracks = pd.DataFrame(detections).sort_values(["frame", "track_id"])
-            n = len(tracks)
-            for column in ("bbox_x", "bbox_y"):
-                tracks[column] = (tracks["x" if column == "bbox_x" else "y"] - 5).round()
-            tracks["bbox_w"], tracks["bbox_h"] = 12.0, 8.0
-            tracks["area_px"] = 75.0
-            tracks["major_px"], tracks["minor_px"] = 12.0, 8.0
-            tracks["orientation_deg"] = 0.0
-            tracks["deformation"] = rng.uniform(0.01, 0.1, n)
-            tracks["brightness"] = rng.uniform(100, 120, n)
-            tracks = tracks[["frame", "track_id", "x", "y", "bbox_x", "bbox_y", "bbox_w",
-                             "bbox_h", "area_px", "major_px", "minor_px", "orientation_deg",
-                             "deformation", "brightness"]]
-            (results / "tracks").mkdir(parents=True, exist_ok=True)
-            tracks.to_parquet(results / "tracks" / f"{sample}.parquet", index=False)
-            summary = pd.DataFrame(summary)
-            summary.to_csv(results / "tracks" / f"{sample}_tracks.tsv", sep="\t", index=False)
-
-            focus = FOCI[(d_index + c_index) % 3]
-            session = f"S{1 + d_index % 2}"
-            kept = summary[summary["status"] == "kept"]
-            clips = np.stack([_clip(c_index, rng) for _ in range(len(kept))])
-            table = pd.DataFrame({
-                "clip_id": [f"{sample}/{t}" for t in kept["track_id"]],
-                "sample": sample, "donor": donor, "condition": condition, "focus": focus,
-                "session": session, "track_id": kept["track_id"].to_numpy(),
-                "first_frame": kept["entry_frame"].to_numpy(),
-                "last_frame": kept["exit_frame"].to_numpy(),
-                "velocity_mm_s": kept["velocity_mm_s"].to_numpy(),
-                "centerline_distance_um": kept["centerline_distance_um"].to_numpy(),
-                "flight_distance_px": kept["flight_distance_px"].to_numpy(),
-            })
-            write_clip_file(results / "clips" / f"{sample}.h5", clips, table,
-                            attrs={"source_sha256": "0" * 64, "params": {"n_frames": 8}})
-            pd.DataFrame({"reason": ["written", "short_track"],
-                          "count": [len(kept), len(summary) - len(kept)]}).to_csv(
-                results / "clips" / f"{sample}_qc.tsv", sep="\t", index=False)
-            all_clip_tables.append(table)
-
-            video = root / "videos" / f"{sample}.avi"
-            if sample == VIDEO_SAMPLE:
-                write_video(video, _render(background, cells, rng))
-                (results / "background").mkdir(parents=True, exist_ok=True)
-                np.savez(results / "background" / f"{sample}.npz", images=background[None],
-                         start_frames=np.array([0], dtype=np.int64),
-                         params=np.array([json.dumps({"method": "median"})]))
-            truth = ""
-            if sample in TRUTH_SAMPLES:
-                truth = f"truth/{sample}.tsv"
-                pd.DataFrame(truth_rows).to_csv(root / truth, sep="\t", index=False)
-            (results / "ingest").mkdir(parents=True, exist_ok=True)
-            (results / "ingest" / f"{sample}.json").write_text(json.dumps({
-                "sample": sample, "path": str(video), "reader": "opencv",
-                "sha256": f"{d_index:02d}{c_index:02d}" + "ab" * 30, "n_frames": N_FRAMES,
-                "n_frames_header": N_FRAMES, "fps_sheet": FPS, "fps_file": FPS,
-                "width": WIDTH, "height": HEIGHT, "dtype": "uint8", "truncated": False,
-                "problems": [],
-            }))
-            rows.append({"sample": sample, "path": f"videos/{sample}.avi", "donor": donor,
-                         "condition": condition, "focus": focus, "session": session,
-                         "fps": FPS, "um_per_px": UM_PER_PX, "truth": truth})
-            expected[sample] = {"detections": n, "tracks": len(summary),
-                                "tracks_kept": len(kept), "clips": len(kept),
-                                "truth_cells": len(cells)}
-
+    rows, expected, clip_tables = _recordings(root, results, config, rng)
     sheet_path = root / "samples.tsv"
     pd.DataFrame(rows).to_csv(sheet_path, sep="\t", index=False)
-    sheet = load_sample_sheet(sheet_path, conditions=conditions, check_files=False)
-
-    clips = pd.concat(all_clip_tables, ignore_index=True)
+    sheet = load_sample_sheet(sheet_path, conditions=config["conditions"], check_files=False)
+    clips = pd.concat(clip_tables, ignore_index=True)
     for task in config["tasks"]:
-        name = task["name"]
-        labels = {c: 0 for c in task["negative"]} | {c: 1 for c in task["positive"]}
-        split = clips[clips["condition"].isin(labels)].copy()
-        split["label"] = split["condition"].map(labels)
-        split["split"] = split["donor"].map(DONOR_SPLIT)
-        split["fold"] = -1
-        split = split[["clip_id", "sample", "donor", "session", "focus", "condition",
-                       "label", "split", "fold"]]
-        (results / "splits").mkdir(parents=True, exist_ok=True)
-        split.to_csv(results / "splits" / f"{name}.tsv", sep="\t", index=False)
-        (results / "splits" / f"{name}_audit.json").write_text(json.dumps({
-            "task": name, "grouped_by": ["donor"],
-            "donors": {s: sorted(g["donor"].unique()) for s, g in split.groupby("split")},
-            "shared_donors": [],
-        }))
-        noise = rng.normal(0, 0.22, len(split))
-        p = np.clip(0.5 + (split["label"].to_numpy() - 0.5) * 0.7 + noise, 0.001, 0.999)
-        predictions = pd.DataFrame({
-            "clip_id": split["clip_id"], "donor": split["donor"], "split": split["split"],
-            "label": split["label"], "p_positive": p, "predicted": (p >= 0.5).astype(int),
-        })
-        folder = results / "models" / name
-        folder.mkdir(parents=True)
-        predictions.to_csv(folder / "predictions.tsv", sep="\t", index=False)
-        (folder / "metrics.json").write_text(json.dumps(_metrics(task, split, predictions, rng),
-                                                         indent=2))
-        epochs = np.arange(1, 13)
-        pd.DataFrame({
-            "epoch": epochs,
-            "accuracy": 1 - 0.45 * np.exp(-epochs / 3),
-            "loss": 0.7 * np.exp(-epochs / 4),
-            "val_accuracy": 0.95 - 0.4 * np.exp(-epochs / 3) + rng.normal(0, 0.01, 12),
-            "val_loss": 0.2 + 0.5 * np.exp(-epochs / 4) + rng.normal(0, 0.01, 12),
-        }).to_csv(folder / "history.csv", index=False)
-
+        _task_outputs(results, task, clips, rng)
+    logs = root / "logs"
     if benchmarks:
-        write_benchmark(results / "benchmarks" / "simulate_dataset.tsv", [4.0])
-        for sample in ("D01_native", "D02_DA"):
-            write_benchmark(results / "benchmarks" / "track_cells" / f"{sample}.tsv", [1.5])
+        write_benchmark(logs / "benchmarks" / "simulate_dataset.tsv", [4.0])
+        for batch in BATCHES:
+            write_benchmark(logs / "benchmarks" / "preprocess_batch" / f"{batch}.tsv", [1.5])
         for task in config["tasks"]:
-            write_benchmark(results / "benchmarks" / "train_model" / f"{task['name']}.tsv",
+            write_benchmark(logs / "benchmarks" / "train_model" / f"{task['name']}.tsv",
                             [20.0, 22.0])
+    lock_file = root / "lock.txt"
+    lock_file.write_text("numpy==2.0.0\n")
+    found = ReportInputs.from_results(results, sheet, [t["name"] for t in config["tasks"]],
+                                      config["report"]["pipeline_sample"], lock_file)
     return {"results": results, "config": config, "sheet": sheet, "expected": expected,
-            "root": root}
+            "root": root, "inputs": found, "lock_file": lock_file, "logs": logs}
 
 
 def write_benchmark(path: Path, seconds: list[float]) -> None:

@@ -8,14 +8,24 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rbcflow.clips import ClipError, clip_parameters, crop_window, cut_clips, sample_times
+from rbcflow.clips import ClipError, crop_window, cut_clips, sample_times
 from rbcflow.clipstore import read_clip_attrs, read_clip_table, read_clips, verify_clip_file
+from rbcflow.ingest import sha256_recording
+from rbcflow.params import ParameterError, clip_params, resolve_chain_params
 
 W, H, SPEED = 320, 80, 9.0
 CHANNEL = (22, 58)
 DETECT = {"polarity": "absolute", "threshold": 12, "min_area_px": 30,
           "rejoin_split_cells": True}
 TRACK = {"min_length": 6, "max_displacement_px": 20}
+BACKGROUND = {"method": "median", "n_frames": 40, "blur_sigma": 0.0}
+
+
+def chain_params(clips=None, detect=None, fps=500.0, um_per_px=0.5):
+    """The synthetic recording's parameters, with other clip or detection settings."""
+    config = {"background": BACKGROUND, "detect": {**DETECT, **(detect or {})},
+              "track": TRACK, "clips": clips or {}, "seed": 1}
+    return resolve_chain_params(config, fps, um_per_px)
 
 
 def background_image() -> np.ndarray:
@@ -62,19 +72,21 @@ def recording(tmp_path_factory):
     folder = tmp_path_factory.mktemp("rec")
     video = folder / "s1.avi"
     truth = write_synthetic_video(video)
-    model = build_background(video, "median", n_frames=40, blur_sigma=0.0, seed=1)
+    params = chain_params()
+    model = build_background(video, params.background)
     save_background(model, folder / "s1.npz")
     summary = track_video(video, folder / "s1.npz", folder / "s1.parquet",
-                          folder / "s1_tracks.tsv", DETECT, TRACK, fps=500.0, um_per_px=0.5)
+                          folder / "s1_tracks.tsv", params)
     return folder, video, truth, summary
 
 
 INFO = {"sample": "s1", "donor": "D1", "condition": "native", "focus": "in", "session": "d1"}
 
 
-def _cut(folder, video, out, **clip_params):
+def _cut(folder, video, out, detect=None, **clips):
     return cut_clips(video, folder / "s1.npz", folder / "s1.parquet", folder / "s1_tracks.tsv",
-                     out / "s1.h5", out / "s1_qc.tsv", INFO, clip_params, DETECT)
+                     out / "s1.h5", out / "s1_qc.tsv", INFO, chain_params(clips, detect),
+                     sha256_recording(video))
 
 
 def test_tracks_of_the_synthetic_recording(recording):
@@ -115,7 +127,10 @@ def test_track_clips_centre_the_cell_and_mask_the_channel(recording, tmp_path):
     assert table["velocity_mm_s"].to_numpy() == pytest.approx(
         kept.loc[table["track_id"], "velocity_mm_s"].to_numpy())
     attrs = read_clip_attrs(tmp_path / "s1.h5")
-    assert attrs["params"]["clips"]["crop_px"] == 32 and len(attrs["source_sha256"]) == 64
+    params = chain_params({"crop_px": 32, "size_px": 32, "n_frames": 8})
+    assert attrs["params"] == params.as_dict() and attrs["params"]["clips"]["crop_px"] == 32
+    assert attrs["pipeline_id"] == params.pipeline_id
+    assert attrs["source_sha256"] == sha256_recording(video) and attrs["sample"] == "s1"
     qc = pd.read_csv(tmp_path / "s1_qc.tsv", sep="\t").set_index("reason")["count"]
     assert qc["kept"] == 4
     assert qc[["too_short", "touches_border", "collision"]].sum() == (
@@ -185,16 +200,32 @@ def test_crop_window_anywhere_equals_clamped_indexing():
 def test_sample_times_and_parameters():
     assert sample_times(10, 40, 4).tolist() == [10, 20, 30, 40]
     assert sample_times(0, 2, 5).tolist() == [0, 0, 1, 2, 2]
-    with pytest.raises(ClipError, match="mode"):
-        clip_parameters({"mode": "tracks"})
-    with pytest.raises(ClipError, match="unknown"):
-        clip_parameters({"crop": 3})
+    # bad clip settings are refused where the parameters are made
+    with pytest.raises(ParameterError, match="clips.mode"):
+        clip_params(mode="tracks")
+    with pytest.raises(ParameterError, match="unknown clips"):
+        clip_params(crop=3)
+
+
+def test_tracks_made_with_other_parameters_are_refused(recording, tmp_path):
+    # the clip masks are the tracker's blobs: tracks of another detection would not fit
+    folder, video, _, _ = recording
+    with pytest.raises(ClipError, match=r"detect\.threshold: 12\.0 here, 13\.0 expected"):
+        _cut(folder, video, tmp_path, detect={"threshold": 13})
+    assert not (tmp_path / "s1.h5").exists()
+    # clip settings and the recording's units are the clip stage's own: no refusal
+    n = cut_clips(video, folder / "s1.npz", folder / "s1.parquet", folder / "s1_tracks.tsv",
+                  tmp_path / "s1.h5", tmp_path / "s1_qc.tsv", INFO,
+                  chain_params({"n_frames": 4}, um_per_px=0.25), "0" * 64)
+    assert n == 4
 
 
 def test_window_growth_equals_whole_frame_growth():
     # the clip mask is grown on the crop window only; it must equal growing the blob on
     # a whole-frame mask and cutting the window out, at the frame's edges too
-    from rbcflow.clips import _grown, _grown_window
+    import cv2
+
+    from rbcflow.clips import _grown_window
     from rbcflow.detect import BlobMask
 
     rng = np.random.default_rng(0)
@@ -206,8 +237,10 @@ def test_window_growth_equals_whole_frame_growth():
         mask = (rng.random((h, w)) < 0.6).astype(np.uint8)
         x, y = rng.uniform(-20, w_frame + 20), rng.uniform(-20, h_frame + 20)
         crop = int(rng.integers(4, 40))
+        grow = int(rng.integers(0, 5))
         full = np.zeros((h_frame, w_frame), np.uint8)
         full[by:by + h, bx:bx + w] = mask
-        expected = crop_window(_grown(full), np.zeros_like(full), x, y, crop)
-        got = _grown_window(BlobMask(bx, by, mask), full.shape, x, y, crop)
-        assert np.array_equal(got, expected), (bx, by, w, h, x, y, crop)
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
+        expected = crop_window(cv2.dilate(full, kernel), np.zeros_like(full), x, y, crop)
+        got = _grown_window(BlobMask(bx, by, mask), full.shape, x, y, crop, grow)
+        assert np.array_equal(got, expected), (bx, by, w, h, x, y, crop, grow)

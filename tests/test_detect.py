@@ -3,29 +3,27 @@
 from __future__ import annotations
 
 import math
-import zipfile
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from realdata import extract_rtdc, rtdc_params
 
 from rbcflow.detect import (
     DETECTION_COLUMNS,
-    DetectParams,
+    DETECTION_DTYPE,
+    Blobs,
     background_band,
     band_mask,
     blobs_from_mask,
-    cell_mask,
     detect_blobs,
-    detect_blobs_with_masks,
+    detections_from_rows,
     difference,
     drop_lone_pixels,
-    foreground_mask,
+    no_detections,
+    select_blob,
 )
-
-COL = {name: k for k, name in enumerate(DETECTION_COLUMNS)}
-REAL = sorted(Path("/work/shared/realdata/rtdc").glob("*.zip"))
+from rbcflow.params import ParameterError, detect_params
 
 
 def _ellipse(shape, x, y, a, b, angle_deg):
@@ -49,6 +47,18 @@ def _u8(image):
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
+def _detections(frame, background, params):
+    return detect_blobs(frame, background, params).detections
+
+
+def _cell_mask(blobs: Blobs, shape, x, y):
+    """0/1 image of the one blob at (or nearest) (x, y); all zero without blobs."""
+    k = select_blob(blobs, x, y)
+    if k is None:
+        return np.zeros(shape, np.uint8)
+    return Blobs(blobs.detections[k:k + 1], [blobs.masks[k]]).mask_image(shape)
+
+
 def test_band_equals_thresholded_difference():
     rng = np.random.default_rng(1)
     frame = rng.integers(0, 256, (40, 50), dtype=np.uint8)
@@ -56,7 +66,7 @@ def test_band_equals_thresholded_difference():
     background[::7, ::3] = np.round(background[::7, ::3])  # integer ties too
     for polarity in ("dark", "bright", "absolute"):
         for threshold in (0.0, 2.0, 6.0, 6.5):
-            params = DetectParams(polarity=polarity, threshold=threshold)
+            params = detect_params(polarity=polarity, threshold=threshold)
             fast = band_mask(frame, background_band(background, params)) > 0
             slow = difference(frame, background, polarity) > threshold
             assert np.array_equal(fast, slow), (polarity, threshold)
@@ -80,10 +90,10 @@ def test_lone_pixels_dropped_and_nothing_else():
     assert np.array_equal(out > 0, (mask > 0) & ~lone)
     frame = np.full(mask.shape, 100, np.uint8)
     # where one pixel is a blob (min_area_px 1, no re-joining), lone pixels stay blobs
-    single = DetectParams(min_area_px=1, rejoin_split_cells=False, split_touching=False)
-    rows = blobs_from_mask(mask, frame, single)
-    assert (rows[:, COL["area_px"]] == 1).sum() == lone.sum()
-    assert len(blobs_from_mask(mask, frame, DetectParams(min_area_px=8))) >= 1
+    single = detect_params(min_area_px=1, rejoin_split_cells=False, split_touching=False)
+    found = blobs_from_mask(mask, frame, single).detections
+    assert (found["area_px"] == 1).sum() == lone.sum()
+    assert len(blobs_from_mask(mask, frame, detect_params(min_area_px=8))) >= 1
 
 
 def test_features_of_an_ellipse_match_its_geometry():
@@ -91,34 +101,36 @@ def test_features_of_an_ellipse_match_its_geometry():
     x, y, a, b, angle = 300.3, 60.7, 12.0, 7.0, 30.0
     inside = _ellipse(frame.shape, x, y, a, b, angle)
     frame[inside] -= 40
-    rows = detect_blobs(_u8(frame), bg, DetectParams())
-    assert rows.shape == (1, len(DETECTION_COLUMNS)) and rows.dtype == np.float64
+    rows = _detections(_u8(frame), bg, detect_params())
+    assert rows.shape == (1,) and rows.dtype == DETECTION_DTYPE
+    assert rows.dtype.names == DETECTION_COLUMNS
+    assert all(rows.dtype[name] == np.float64 for name in DETECTION_COLUMNS)
     r = rows[0]
-    assert abs(r[COL["x"]] - x) < 0.3 and abs(r[COL["y"]] - y) < 0.3
-    assert abs(r[COL["area_px"]] - inside.sum()) <= 2
-    assert abs(r[COL["area_px"]] - math.pi * a * b) / (math.pi * a * b) < 0.05
-    assert abs(r[COL["major_px"]] - 2 * a) < 1.0 and abs(r[COL["minor_px"]] - 2 * b) < 1.0
-    assert abs(r[COL["orientation_deg"]] - angle) < 2.0  # +x towards +y (image y down)
+    assert abs(r["x"] - x) < 0.3 and abs(r["y"] - y) < 0.3
+    assert abs(r["area_px"] - inside.sum()) <= 2
+    assert abs(r["area_px"] - math.pi * a * b) / (math.pi * a * b) < 0.05
+    assert abs(r["major_px"] - 2 * a) < 1.0 and abs(r["minor_px"] - 2 * b) < 1.0
+    assert abs(r["orientation_deg"] - angle) < 2.0  # +x towards +y (image y down)
     ys, xs = np.nonzero(inside)
-    assert (r[COL["bbox_x"]], r[COL["bbox_y"]]) == (xs.min(), ys.min())
-    assert (r[COL["bbox_w"]], r[COL["bbox_h"]]) == (np.ptp(xs) + 1, np.ptp(ys) + 1)
-    assert abs(r[COL["brightness"]] - _u8(frame)[inside].mean()) < 0.5
+    assert (r["bbox_x"], r["bbox_y"]) == (xs.min(), ys.min())
+    assert (r["bbox_w"], r["bbox_h"]) == (np.ptp(xs) + 1, np.ptp(ys) + 1)
+    assert abs(r["brightness"] - _u8(frame)[inside].mean()) < 0.5
     # Ramanujan's perimeter of the ellipse gives its exact RT-DC deformation.
     h = ((a - b) / (a + b)) ** 2
     perimeter = math.pi * (a + b) * (1 + 3 * h / (10 + math.sqrt(4 - 3 * h)))
     expected = 1 - 2 * math.sqrt(math.pi * math.pi * a * b) / perimeter
-    assert abs(r[COL["deformation"]] - expected) < 0.015
+    assert abs(r["deformation"] - expected) < 0.015
 
 
 def test_disc_has_near_zero_deformation_and_orientation_range():
     bg, frame = _scene(seed=2)
     frame[_ellipse(frame.shape, 100, 60, 10, 10, 0)] -= 30
     frame[_ellipse(frame.shape, 500, 60, 12, 6, 90)] -= 30
-    rows = detect_blobs(_u8(frame), bg, DetectParams())
-    rows = rows[np.argsort(rows[:, 0])]
-    assert rows[0, COL["deformation"]] < 0.02
-    assert abs(abs(rows[1, COL["orientation_deg"]]) - 90) < 2
-    assert -90 < rows[1, COL["orientation_deg"]] <= 90
+    rows = _detections(_u8(frame), bg, detect_params())
+    rows = rows[np.argsort(rows["x"])]
+    assert rows[0]["deformation"] < 0.02
+    assert abs(abs(rows[1]["orientation_deg"]) - 90) < 2
+    assert -90 < rows[1]["orientation_deg"] <= 90
 
 
 def test_lighter_centre_is_filled():
@@ -126,13 +138,13 @@ def test_lighter_centre_is_filled():
     outer = _ellipse(frame.shape, 400, 66, 11, 11, 0)
     inner = _ellipse(frame.shape, 400, 66, 6, 6, 0)
     frame[outer & ~inner] -= 35  # the centre equals the background: a ring in the mask
-    params = DetectParams()
-    rows = detect_blobs(_u8(frame), bg, params)
-    assert len(rows) == 1
-    assert abs(rows[0, COL["area_px"]] - outer.sum()) <= 2
-    mask = foreground_mask(_u8(frame), bg, params)
+    blobs = detect_blobs(_u8(frame), bg, detect_params())
+    assert len(blobs) == 1
+    assert abs(blobs.detections[0]["area_px"] - outer.sum()) <= 2
+    mask = blobs.mask_image(frame.shape)
     assert mask.dtype == np.uint8 and set(np.unique(mask)) == {0, 1}
     assert mask[inner].all()
+    assert mask.sum() == blobs.detections[0]["area_px"]  # the painted blob is the counted one
 
 
 def test_small_blobs_are_dropped():
@@ -141,11 +153,11 @@ def test_small_blobs_are_dropped():
     large = _ellipse(frame.shape, 300, 60, 5, 4, 0)  # ~63 px
     frame[small] -= 40
     frame[large] -= 40
-    params = DetectParams(min_area_px=50)
-    rows = detect_blobs(_u8(frame), bg, params)
+    params = detect_params(min_area_px=50)
+    rows = _detections(_u8(frame), bg, params)
     assert small.sum() < 50 <= large.sum()
-    assert len(rows) == 1 and abs(rows[0, COL["x"]] - 300) < 0.5
-    assert len(detect_blobs(_u8(frame), bg, DetectParams(min_area_px=20))) == 2
+    assert len(rows) == 1 and abs(rows[0]["x"] - 300) < 0.5
+    assert len(detect_blobs(_u8(frame), bg, detect_params(min_area_px=20))) == 2
 
 
 def test_split_cell_is_rejoined_but_round_neighbours_are_not():
@@ -156,14 +168,14 @@ def test_split_cell_is_rejoined_but_round_neighbours_are_not():
     frame[_ellipse(frame.shape, 600, 50, 8, 8, 0)] -= 35  # two round cells, 2 px apart
     frame[_ellipse(frame.shape, 619, 50, 8, 8, 0)] -= 35
     image = _u8(frame)
-    joined = detect_blobs(image, bg, DetectParams())
-    split = detect_blobs(image, bg, DetectParams(rejoin_split_cells=False, min_area_px=20))
-    left = joined[joined[:, 0] < 400]
+    joined = _detections(image, bg, detect_params())
+    split = _detections(image, bg, detect_params(rejoin_split_cells=False, min_area_px=20))
+    left = joined[joined["x"] < 400]
     assert len(left) == 1
-    assert abs(left[0, COL["x"]] - 200) < 0.5 and abs(left[0, COL["y"]] - 66) < 0.5
-    assert left[0, COL["area_px"]] > 0.9 * math.pi * 12 ** 2  # the centre is filled again
-    assert len(split[split[:, 0] < 400]) == 2
-    assert len(joined[joined[:, 0] > 400]) == 2
+    assert abs(left[0]["x"] - 200) < 0.5 and abs(left[0]["y"] - 66) < 0.5
+    assert left[0]["area_px"] > 0.9 * math.pi * 12 ** 2  # the centre is filled again
+    assert len(split[split["x"] < 400]) == 2
+    assert len(joined[joined["x"] > 400]) == 2
 
 
 def test_polarity():
@@ -171,47 +183,56 @@ def test_polarity():
     frame[_ellipse(frame.shape, 200, 60, 8, 8, 0)] -= 30
     frame[_ellipse(frame.shape, 500, 60, 8, 8, 0)] += 30
     image = _u8(frame)
-    dark = detect_blobs(image, bg, DetectParams(polarity="dark"))
-    bright = detect_blobs(image, bg, DetectParams(polarity="bright"))
-    both = detect_blobs(image, bg, DetectParams(polarity="absolute"))
-    assert len(dark) == 1 and abs(dark[0, 0] - 200) < 0.5
-    assert len(bright) == 1 and abs(bright[0, 0] - 500) < 0.5
+    dark = _detections(image, bg, detect_params(polarity="dark"))
+    bright = _detections(image, bg, detect_params(polarity="bright"))
+    both = _detections(image, bg, detect_params(polarity="absolute"))
+    assert len(dark) == 1 and abs(dark[0]["x"] - 200) < 0.5
+    assert len(bright) == 1 and abs(bright[0]["x"] - 500) < 0.5
     assert len(both) == 2
 
 
 def test_empty_frame_and_bad_input():
     bg, frame = _scene(seed=7)
-    rows = detect_blobs(_u8(frame), bg, DetectParams())
-    assert rows.shape == (0, len(DETECTION_COLUMNS))
-    assert not cell_mask(_u8(frame), bg, DetectParams(), 10, 10).any()
-    with pytest.raises(ValueError, match="polarity"):
-        DetectParams(polarity="darker")
+    blobs = detect_blobs(_u8(frame), bg, detect_params())
+    assert blobs.detections.shape == (0,) and blobs.detections.dtype == DETECTION_DTYPE
+    assert len(blobs) == 0 and select_blob(blobs, 10, 10) is None
+    assert not blobs.mask_image(frame.shape).any()
+    assert np.array_equal(no_detections(), detections_from_rows([]))
+    with pytest.raises(ParameterError, match="polarity"):
+        detect_params(polarity="darker")
     with pytest.raises(ValueError, match="shape"):
-        detect_blobs(_u8(frame), bg[:, :-1], DetectParams())
+        detect_blobs(_u8(frame), bg[:, :-1], detect_params())
 
 
-def test_cell_mask_picks_the_blob_at_or_nearest_the_point():
+def test_select_blob_picks_the_blob_at_or_nearest_the_point():
     bg, frame = _scene(seed=8)
     a = _ellipse(frame.shape, 200, 60, 9, 9, 0)
     b = _ellipse(frame.shape, 500, 60, 9, 9, 0)
     frame[a] -= 30
     frame[b] -= 30
-    image = _u8(frame)
-    assert np.array_equal(cell_mask(image, bg, DetectParams(), 503, 62).astype(bool), b)
-    assert np.array_equal(cell_mask(image, bg, DetectParams(), 250, 10).astype(bool), a)
-    rows, blobs = detect_blobs_with_masks(image, bg, DetectParams())
-    assert len(blobs) == len(rows) == 2
-    for blob, row in zip(blobs, rows, strict=True):
-        assert blob.mask.shape == (row[COL["bbox_h"]], row[COL["bbox_w"]])
+    blobs = detect_blobs(_u8(frame), bg, detect_params())
+    assert np.array_equal(_cell_mask(blobs, frame.shape, 503, 62).astype(bool), b)
+    assert np.array_equal(_cell_mask(blobs, frame.shape, 250, 10).astype(bool), a)
+    assert len(blobs.masks) == len(blobs.detections) == 2
+    for blob, row in zip(blobs.masks, blobs.detections, strict=True):
+        assert blob.mask.shape == (row["bbox_h"], row["bbox_w"])
+        assert (blob.x, blob.y) == (row["bbox_x"], row["bbox_y"])
+        assert blob.mask.sum() == row["area_px"]
 
 
-def _rtdc_events(zip_path: Path, tmp_path: Path):
+def test_detections_from_rows_names_the_columns_in_order():
+    rows = [[float(10 * i + k) for k in range(len(DETECTION_COLUMNS))] for i in range(3)]
+    table = detections_from_rows(rows)
+    assert table.shape == (3,) and table.dtype == DETECTION_DTYPE
+    for k, name in enumerate(DETECTION_COLUMNS):
+        assert table[name].tolist() == [10.0 * i + k for i in range(3)]
+
+
+def _rtdc_events(name: str, tmp_path):
     h5py = pytest.importorskip("h5py")
     import hdf5plugin  # noqa: F401  (registers the zstd filter)
 
-    with zipfile.ZipFile(zip_path) as archive:
-        archive.extractall(tmp_path)
-    rtdc = next(tmp_path.rglob("*.rtdc"))
+    rtdc = extract_rtdc(name, tmp_path)
     with h5py.File(rtdc, "r") as handle:
         events = handle["events"]
         attrs = dict(handle.attrs)
@@ -227,15 +248,14 @@ def _rtdc_events(zip_path: Path, tmp_path: Path):
     return attrs, images, masks, background, pos, deform
 
 
-@pytest.mark.skipif(not REAL, reason="no real RT-DC files")
-@pytest.mark.parametrize("zip_path", REAL, ids=[p.stem for p in REAL])
-def test_real_rtdc_frames_match_the_stored_masks(zip_path, tmp_path):
-    attrs, images, masks, background, pos, deform = _rtdc_events(zip_path, tmp_path)
+@pytest.mark.parametrize("name", rtdc_params())
+def test_real_rtdc_frames_match_the_stored_masks(name, tmp_path):
+    attrs, images, masks, background, pos, deform = _rtdc_events(name, tmp_path)
     # The parameters are the instrument's own segmentation settings stored in the file:
     # a negative threshold without absolute difference means "darker than background".
     threshold = int(attrs.get("online_contour:bin threshold", -6))
     no_absdiff = bool(attrs.get("online_contour:no absdiff", True))
-    params = DetectParams(
+    params = detect_params(
         polarity="dark" if (no_absdiff and threshold < 0) else "absolute",
         threshold=float(abs(threshold)),
         min_area_px=int(attrs.get("online_contour:bin area min", 50)),
@@ -248,15 +268,16 @@ def test_real_rtdc_frames_match_the_stored_masks(zip_path, tmp_path):
         n_objects, _ = cv2.connectedComponents(masks[k].astype(np.uint8))
         if n_objects - 1 != 1:
             continue  # only events whose stored mask is a single object
-        ours = cell_mask(images[k], background[k], params, *pos[k]).astype(bool)
+        blobs = detect_blobs(images[k], background[k], params)
+        ours = _cell_mask(blobs, images[k].shape, *pos[k]).astype(bool)
         ious.append((ours & masks[k]).sum() / (ours | masks[k]).sum())
         if deform is not None and ious[-1] > 0.9:
-            rows = detect_blobs(images[k], background[k], params)
-            nearest = np.argmin(np.hypot(rows[:, 0] - pos[k, 0], rows[:, 1] - pos[k, 1]))
-            deform_errors.append(abs(rows[nearest, COL["deformation"]] - deform[k]))
+            rows = blobs.detections
+            nearest = np.argmin(np.hypot(rows["x"] - pos[k, 0], rows["y"] - pos[k, 1]))
+            deform_errors.append(abs(rows[nearest]["deformation"] - deform[k]))
     assert ious, "no single-object events"
     median_iou = float(np.median(ious))
-    print(f"{zip_path.stem}: median IoU {median_iou:.3f} over {len(ious)} events")
+    print(f"{name}: median IoU {median_iou:.3f} over {len(ious)} events")
     assert median_iou >= 0.95
     if deform_errors:  # same definition as RT-DC: close on masks that agree
         assert float(np.median(deform_errors)) < 0.02
@@ -272,14 +293,14 @@ def test_touching_cells_are_split_at_their_waist(angle):
     for x, y in centres:
         frame[_ellipse(frame.shape, x, y, 15, 15, 0)] -= 35
     image = _u8(frame)
-    merged = detect_blobs(image, bg, DetectParams(split_touching=False))
+    merged = detect_blobs(image, bg, detect_params(split_touching=False))
     assert len(merged) == 1
-    rows = detect_blobs(image, bg, DetectParams())
+    rows = _detections(image, bg, detect_params())
     assert len(rows) == 2
-    got = sorted(rows[:, :2].tolist())
+    got = sorted(zip(rows["x"].tolist(), rows["y"].tolist(), strict=True))
     for (gx, gy), (x, y) in zip(got, sorted(centres), strict=True):
         assert math.hypot(gx - x, gy - y) < 2.0  # each centroid on its own cell
-    assert rows[:, COL["area_px"]].sum() == merged[0, COL["area_px"]]  # a partition
+    assert rows["area_px"].sum() == merged.detections[0]["area_px"]  # a partition
 
 
 def test_single_deformed_and_notched_cells_are_not_split():
@@ -289,5 +310,5 @@ def test_single_deformed_and_notched_cells_are_not_split():
     notched = _ellipse(frame.shape, 650, 66, 14, 14, 0)
     notched[52:58, 649:652] = False  # a dent in the rim
     frame[notched] -= 35
-    rows = detect_blobs(_u8(frame), bg, DetectParams())
+    rows = _detections(_u8(frame), bg, detect_params())
     assert len(rows) == 3

@@ -109,8 +109,31 @@ def test_second_repro_does_nothing(project):
     assert "up to date" in status.stdout
 
 
+def test_every_file_the_run_wrote_is_declared_by_snakemake_and_dvc(project):
+    """results/ holds only declared outputs (of a rule and of a DVC stage); job logs and
+    benchmarks, the run-specific files, live in logs/ and are Snakemake's log and benchmark
+    files."""
+    summary = run(["snakemake", "--dry-run", "--summary", "--cores", "1", "all"], project)
+    outputs = {line.split("\t")[0] for line in summary.stdout.splitlines()[1:] if "\t" in line}
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    dvc_outs = {out["path"] for stage in lock["stages"].values() for out in stage.get("outs", [])}
+
+    def covered(path: str, declared: set[str]) -> bool:
+        return any(path == d or path.startswith(d.rstrip("/") + "/") for d in declared)
+
+    written = sorted(str(p.relative_to(project)) for p in (project / "results").rglob("*")
+                     if p.is_file() and p.name != "README.md")
+    assert len(written) > 50
+    undeclared = [p for p in written if not covered(p, outputs)]
+    assert undeclared == [], f"written by no rule: {undeclared[:10]}"
+    untracked = [p for p in written if not covered(p, dvc_outs)]
+    assert untracked == [], f"not declared by DVC: {untracked[:10]}"
+    logs = [p for p in (project / "logs").rglob("*") if p.is_file()]
+    assert logs and all(p.suffix in (".log", ".tsv") for p in logs), logs[:5]
+
+
 def test_training_parameter_reruns_only_training_and_report(project):
-    clips = sorted((project / "results" / "clips").glob("*.h5"))
+    clips = sorted((project / "results" / "preprocess").glob("*/clips/*.h5"))
     before = {p: p.stat().st_mtime_ns for p in clips}
     config_path = project / "config" / "config.yaml"
     config = yaml.safe_load(config_path.read_text())

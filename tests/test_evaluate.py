@@ -102,10 +102,21 @@ def test_metrics_json_follows_the_contract(trained):
 
 def test_a_frame_model_is_its_own_single_frame_baseline(trained, tmp_path):
     root, files = trained
-    # a model folder without baseline_frame.keras: the model is the frame model itself
+    # a `frame` model's folder has no baseline_frame.keras: the model is its own baseline
     model_dir = tmp_path / "frame_only"
     model_dir.mkdir()
     (model_dir / "model.keras").write_bytes((root / "DA" / "baseline_frame.keras").read_bytes())
+    (model_dir / "train_summary.json").write_text('{"model": "frame"}')
     metrics = evaluate_task(root / "DA.tsv", files, model_dir, DA, {"bootstrap": 100})
     assert metrics["ablations"]["single_frame_test_accuracy"] == metrics["accuracy"]["test"]
-    assert metrics["training"]["epochs_run"] is None  # no train_summary.json there
+    assert metrics["training"]["epochs_run"] is None  # not in that train_summary.json
+
+
+def test_a_missing_baseline_is_an_error_not_the_video_model(trained, tmp_path):
+    root, files = trained
+    model_dir = tmp_path / "no_baseline"
+    model_dir.mkdir()
+    (model_dir / "model.keras").write_bytes((root / "DA" / "model.keras").read_bytes())
+    (model_dir / "train_summary.json").write_text('{"model": "r2plus1d"}')
+    with pytest.raises(FileNotFoundError, match="baseline_frame.keras"):
+        evaluate_task(root / "DA.tsv", files, model_dir, DA, {"bootstrap": 100})

@@ -39,7 +39,10 @@ def test_no_effect_gives_chance_inside_the_donor_interval(tmp_path, task):
     summary = train_task(split, files, model_dir, CV_PARAMS, seed=5, ablations=False)
     assert [run["fold"] for run in summary["runs"]] == [0, 1, 2]
     assert all((model_dir / f"fold{k}" / "model.keras").exists() for k in range(3))
-    metrics = evaluate_task(split, files, model_dir, task, {"bootstrap": 1000}, seed=5)
+    # trained without the single-frame baseline, so evaluated without the ablations (a
+    # missing baseline is an error, not replaced by the video model)
+    metrics = evaluate_task(split, files, model_dir, task, {"bootstrap": 1000,
+                                                             "ablations": False}, seed=5)
     # out-of-fold: every donor tested exactly once
     assert metrics["test"]["n_test_donors"] == 6
     low, high = metrics["test"]["accuracy_ci95"]

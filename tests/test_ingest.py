@@ -107,15 +107,21 @@ def test_cli_ingest_then_background(tmp_path):
     runner = CliRunner()
     done = runner.invoke(app, ["ingest", "s1", "--samples", str(sheet), "--config", str(config)])
     assert done.exit_code == 0, done.output
-    assert json.loads((results / "ingest" / "s1.json").read_text())["n_frames"] == 40
+    # by default a recording's files go where the workflow puts them
+    folder = results / "preprocess" / "s1"
+    assert json.loads((folder / "ingest" / "s1.json").read_text())["n_frames"] == 40
     done = runner.invoke(app, ["background", "s1", "--samples", str(sheet), "-c", str(config)])
     assert done.exit_code == 0, done.output
-    model = load_background(results / "background" / "s1.npz")
+    model = load_background(folder / "background" / "s1.npz")
     assert model.images.shape == (1, H, W) and model.params["n_frames"] == 20
-    assert (results / "background" / "s1_qc.png").exists()
+    assert (folder / "background" / "s1_qc.png").exists()
     elsewhere = runner.invoke(app, ["ingest", "s1", "--samples", str(sheet), "-c", str(config),
-                                    "--out-dir", str(tmp_path / "x")])
-    assert elsewhere.exit_code == 0 and (tmp_path / "x" / "s1.png").exists()
+                                    "--out", str(tmp_path / "x")])
+    assert elsewhere.exit_code == 0 and (tmp_path / "x" / "ingest" / "s1.png").exists()
+    # the background stage reads the ingest record of its own folder
+    missing = runner.invoke(app, ["background", "s1", "--samples", str(sheet), "-c",
+                                  str(config), "--out", str(tmp_path / "y")])
+    assert missing.exit_code == 2 and "run `rbcflow ingest` first" in missing.output
     sheet.write_text(sheet.read_text().replace("\t200\t", "\t300\t"))
     bad = runner.invoke(app, ["ingest", "s1", "--samples", str(sheet), "-c", str(config)])
     assert bad.exit_code == 1 and "frame rate" in bad.output

@@ -1,8 +1,11 @@
-"""The one-recording chain and its command: same files as the workflow, same results."""
+"""The one-recording chain and its command: its single pass writes, byte for byte, the files
+of the stages run one at a time (as ``rbcflow ingest``, ``background``, ``track`` and
+``clips`` run them), whatever the background method, clip mode or frame buffer."""
 
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pandas as pd
@@ -10,8 +13,9 @@ import pytest
 from test_clips import DETECT, TRACK, write_synthetic_video
 from typer.testing import CliRunner
 
-from rbcflow.clipstore import read_clip_table, read_clips, verify_clip_file
-from rbcflow.preprocess import output_paths, preprocess_video, sample_name
+from rbcflow import clips as clip_module
+from rbcflow.clipstore import read_clip_attrs, read_clip_table, verify_clip_file
+from rbcflow.preprocess import output_paths, preprocess_video, recording_info, sample_name
 
 CONFIG = {
     "background": {"method": "median", "n_frames": 40, "blur_sigma": 0.0},
@@ -23,10 +27,75 @@ INFO = {"sample": "rec1", "donor": "D7", "condition": "DA", "focus": "above",
         "session": "day2", "fps": 500.0, "um_per_px": 0.5}
 
 
-def test_preprocess_writes_every_stage_and_matches_the_stages_run_alone(tmp_path):
+def run_stages(video, outdir, config, sample_info) -> dict:
+    """The chain's stages one at a time, on their own files; returns the paths by role.
+
+    The stage commands write no QC record: it is made here from the stage outputs, the
+    counts the report reads.
+    """
+    from rbcflow.background import build_background, save_background
     from rbcflow.clips import cut_clips
+    from rbcflow.ingest import ingest_video
+    from rbcflow.params import resolve_chain_params, section_with_defaults
+    from rbcflow.qc import write_background_qc
     from rbcflow.track import track_video
 
+    info = recording_info(video, sample_info)
+    params = resolve_chain_params(config, info["fps"], info["um_per_px"])
+    ingest = section_with_defaults("ingest", (config or {}).get("ingest"))
+    sample = info["sample"]
+    paths = output_paths(outdir, sample)
+    meta = ingest_video(video, sample, params.fps, paths["ingest_json"], paths["contact_sheet"],
+                        ingest["allow_truncated"], ingest["fps_tolerance"])
+    model = build_background(video, params.background, n_frames_readable=meta["n_frames"])
+    save_background(model, paths["background"])
+    write_background_qc(video, model, params.detect, paths["background_qc"])
+    track_video(video, paths["background"], paths["tracks"], paths["tracks_summary"], params)
+    cut_clips(video, paths["background"], paths["tracks"], paths["tracks_summary"],
+              paths["clips"], paths["clips_qc"], info, params, meta["sha256"],
+              out_qc_record=paths["qc"])
+    return paths
+
+
+def files_under(folder) -> dict[str, bytes]:
+    """Every file below ``folder`` (relative path -> bytes)."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def assert_same_files(folder, other, roles) -> None:
+    """The two folders hold the same files, byte for byte, with the file of every role
+    (``roles``: the paths of one of them by role)."""
+    ours, theirs = files_under(folder), files_under(other)
+    assert sorted(ours) == sorted(theirs)
+    root = folder if next(iter(roles.values())).is_relative_to(folder) else other
+    expected = {path.relative_to(root).as_posix() for path in roles.values()}
+    assert expected <= set(ours), sorted(expected - set(ours))
+    clip_file = roles["clips"].relative_to(root).as_posix()
+    if ours[clip_file] != theirs[clip_file]:  # say what differs inside before failing
+        _assert_clip_contents_equal(folder / clip_file, other / clip_file)
+    differing = [name for name in ours if ours[name] != theirs[name]]
+    assert differing == []
+
+
+def _assert_clip_contents_equal(path, other) -> None:
+    """Same clips, attributes and table, column by column (a message that names what
+    differs before the byte comparison fails)."""
+    from rbcflow.clipstore import read_clips
+
+    assert read_clips(path).tobytes() == read_clips(other).tobytes()
+    assert read_clip_attrs(path) == read_clip_attrs(other)
+    ours, theirs = read_clip_table(path), read_clip_table(other)
+    assert list(ours.columns) == list(theirs.columns) and len(ours) == len(theirs)
+    for column in ours.columns:
+        a, b = ours[column].to_numpy(), theirs[column].to_numpy()
+        if a.dtype.kind == "f":
+            np.testing.assert_array_equal(a, b, err_msg=column)
+        else:
+            assert a.tolist() == b.tolist(), column
+
+
+def test_preprocess_writes_every_file_and_the_stages_write_the_same_bytes(tmp_path):
     video = tmp_path / "rec1.avi"
     write_synthetic_video(video)
     paths = preprocess_video(video, tmp_path / "results", CONFIG, INFO)
@@ -40,15 +109,16 @@ def test_preprocess_writes_every_stage_and_matches_the_stages_run_alone(tmp_path
     assert len(table) == 4
     assert set(table["donor"]) == {"D7"} and set(table["focus"]) == {"above"}
     assert set(table["session"]) == {"day2"} and set(table["condition"]) == {"DA"}
-    # the stages run one by one on the same background give the same files' content
-    alone = tmp_path / "alone"
-    track_video(video, paths["background"], alone / "t.parquet", alone / "t.tsv",
-                CONFIG["detect"], CONFIG["track"], fps=500.0, um_per_px=0.5)
-    pd.testing.assert_frame_equal(pd.read_parquet(alone / "t.parquet"),
-                                  pd.read_parquet(paths["tracks"]))
-    cut_clips(video, paths["background"], alone / "t.parquet", alone / "t.tsv",
-              alone / "c.h5", alone / "qc.tsv", INFO, CONFIG["clips"], CONFIG["detect"])
-    assert np.array_equal(read_clips(alone / "c.h5"), read_clips(paths["clips"]))
+    attrs = read_clip_attrs(paths["clips"])
+    assert attrs["source_sha256"] == meta["sha256"]
+    record = json.loads(paths["qc"].read_text())
+    summary = pd.read_csv(paths["tracks_summary"], sep="\t")
+    assert record["n_clips"] == 4 and record["n_frames"] == 150
+    assert record["tracks"] == summary["status"].value_counts().to_dict()
+    assert record["n_detections"] == len(pd.read_parquet(paths["tracks"]))
+    assert record["pipeline_id"] == attrs["pipeline_id"]
+    stages = run_stages(video, tmp_path / "stages", CONFIG, INFO)
+    assert_same_files(tmp_path / "results", tmp_path / "stages", stages)
 
 
 def test_preprocess_command(tmp_path):
@@ -73,67 +143,137 @@ def test_preprocess_command(tmp_path):
     result = CliRunner().invoke(app, ["preprocess", str(tmp_path / "none.avi"), "--out",
                                       str(tmp_path / "r2"), "--um-per-px", "1", "--fps", "10"])
     assert result.exit_code == 1 and "none.avi" in result.output
+    # a unit out of range is a parameter error, named, before anything is written
+    result = CliRunner().invoke(app, ["preprocess", str(video), "--out", str(tmp_path / "r3"),
+                                      "--um-per-px", "0", "--fps", "10"])
+    assert result.exit_code == 2 and "um_per_px" in result.output
+    assert not (tmp_path / "r3").exists()
 
 
-def _same_outputs(video, background, paths, cfg, info, tmp):
-    """Run the single pass, then the track and clips stages alone; assert the same files."""
-    from rbcflow.clips import cut_clips
+@pytest.mark.parametrize("sections", [
+    pytest.param({"clips": {"crop_px": 32, "size_px": 24, "n_frames": 8}}, id="masked"),
+    pytest.param({"clips": {"crop_px": 40, "size_px": 40, "n_frames": 12,
+                            "mask_outside_cell": False}}, id="unmasked"),
+    pytest.param({"clips": {"mode": "frame", "frame_start": 10, "frame_stop": 60,
+                            "frame_step": 10, "frame_scale": 0.5}}, id="frame"),
+    pytest.param({"background": {"method": "mog2", "n_frames": 40},
+                  "clips": {"crop_px": 32, "size_px": 32, "n_frames": 8,
+                            "mask_outside_cell": False}}, id="mog2-unmasked"),
+    pytest.param({"background": {"method": "mog2", "n_frames": 40}}, id="mog2-masked"),
+    pytest.param({"background": {"method": "mog2", "n_frames": 40},
+                  "clips": {"mode": "frame", "frame_start": 10, "frame_stop": 100,
+                            "frame_step": 15}}, id="mog2-frame"),
+    pytest.param({"background": {"method": "rolling_median", "n_frames": 20,
+                                 "rolling_window": 50, "blur_sigma": 1.0},
+                  "clips": {"crop_px": 32, "size_px": 32, "n_frames": 8,
+                            "mask_grow_px": 0}}, id="rolling"),
+])
+def test_single_pass_equals_the_stages(tmp_path, sections):
+    video = tmp_path / "rec1.avi"
+    write_synthetic_video(video, entries=(2, 30, 40, 58, 86, 145))
+    config = {**CONFIG, **sections}
+    paths = preprocess_video(video, tmp_path / "results", config, INFO)
+    table = read_clip_table(paths["clips"])
+    mode = config["clips"].get("mode", "track")
+    assert len(table) == 1 if mode == "frame" else len(table) >= 3
+    attrs = read_clip_attrs(paths["clips"])
+    assert attrs["params"]["background"]["method"] == config["background"]["method"]
+    assert attrs["params"]["clips"]["mode"] == mode
+    stages = run_stages(video, tmp_path / "stages", config, INFO)
+    assert_same_files(tmp_path / "results", tmp_path / "stages", stages)
+
+
+def test_track_and_cut_times_its_stream_and_finish(tmp_path):
+    from rbcflow.background import load_background
+    from rbcflow.params import resolve_chain_params
     from rbcflow.preprocess import track_and_cut
-    from rbcflow.track import track_video
 
-    # explicitly the single pass (preprocess_video would fall back to two passes)
-    timings = {}
-    track_and_cut(video, background, paths, cfg, info, source_sha256="x", timings=timings)
+    video = tmp_path / "rec1.avi"
+    write_synthetic_video(video, n_frames=100)
+    paths = preprocess_video(video, tmp_path / "results", CONFIG, INFO)
+    params = resolve_chain_params(CONFIG, INFO["fps"], INFO["um_per_px"])
+    again = output_paths(tmp_path / "again", "rec1")
+    timings: dict = {}
+    sha = json.loads(paths["ingest_json"].read_text())["sha256"]
+    n = track_and_cut(video, load_background(paths["background"]), params, again,
+                      recording_info(video, INFO), sha, timings=timings)
+    assert n == len(read_clip_table(paths["clips"])) >= 2
     # the per-frame stream and the once-per-recording finish are timed apart
     assert set(timings) == {"stream_cpu_s", "finish_cpu_s", "frames"}
     assert timings["stream_cpu_s"] > 0 and timings["finish_cpu_s"] > 0
-    track_video(video, background, tmp / "t.parquet", tmp / "t.tsv", cfg["detect"],
-                cfg["track"], fps=float(info["fps"]), um_per_px=float(info["um_per_px"]))
-    cut_clips(video, background, tmp / "t.parquet", tmp / "t.tsv", tmp / "c.h5",
-              tmp / "qc.tsv", info, cfg["clips"], cfg["detect"], source_sha256="x")
-    pd.testing.assert_frame_equal(pd.read_parquet(tmp / "t.parquet"),
-                                  pd.read_parquet(paths["tracks"]))
-    assert (tmp / "t.tsv").read_bytes() == paths["tracks_summary"].read_bytes()
-    alone, fused = read_clips(tmp / "c.h5"), read_clips(paths["clips"])
-    assert alone.dtype == fused.dtype and alone.shape == fused.shape
-    assert alone.tobytes() == fused.tobytes()
-    pd.testing.assert_frame_equal(read_clip_table(tmp / "c.h5"), read_clip_table(paths["clips"]))
-    assert (tmp / "qc.tsv").read_bytes() == paths["clips_qc"].read_bytes()
-    return fused
+    assert timings["frames"] == 100
+    for role in ("tracks", "tracks_summary", "clips", "clips_qc", "qc"):
+        assert again[role].read_bytes() == paths[role].read_bytes(), role
 
 
-@pytest.mark.parametrize("clips", [
-    {"crop_px": 32, "size_px": 24, "n_frames": 8},
-    {"crop_px": 40, "size_px": 40, "n_frames": 12, "mask_outside_cell": False},
-    {"mode": "frame", "frame_start": 10, "frame_stop": 60, "frame_step": 10,
-     "frame_scale": 0.5},
-])
-def test_single_pass_equals_track_then_clips(tmp_path, clips):
-    from rbcflow.config import validate_config
+class _BufferSpy:
+    """Makes the single pass buffer at most ``max_buffer`` frames; keeps its collectors."""
 
+    def __init__(self, max_buffer: int) -> None:
+        self.max_buffer = max_buffer
+        self.collectors: list = []
+
+    def __call__(self, params, judge):
+        collector = _ORIGINAL_COLLECTOR(params, judge, max_buffer=self.max_buffer)
+        self.collectors.append(collector)
+        return collector
+
+
+_ORIGINAL_COLLECTOR = clip_module.TrackClipCollector
+
+
+def test_tracks_longer_than_the_buffer_are_cut_by_a_second_pass(tmp_path, monkeypatch,
+                                                                 caplog):
     video = tmp_path / "rec1.avi"
-    write_synthetic_video(video, entries=(2, 30, 40, 58, 86, 145))
-    cfg = validate_config({**CONFIG, "clips": clips})
-    paths = preprocess_video(video, tmp_path / "results", cfg, INFO)
-    fused = _same_outputs(video, paths["background"], paths, cfg, INFO, tmp_path)
-    assert len(fused) >= 1
+    write_synthetic_video(video)
+    reference = preprocess_video(video, tmp_path / "reference", CONFIG, INFO)
+    # the buffer's size is the collector's argument: a module constant patched after the
+    # import would not reach it
+    spy = _BufferSpy(max_buffer=5)
+    monkeypatch.setattr(clip_module, "TrackClipCollector", spy)
+    with caplog.at_level(logging.WARNING, logger="rbcflow.preprocess"):
+        preprocess_video(video, tmp_path / "small", CONFIG, INFO)
+    (collector,) = spy.collectors
+    assert collector.clips == {} and len(collector.second_pass) == 4
+    assert "4 track(s) outlasted the frame buffer" in caplog.text
+    assert_same_files(tmp_path / "reference", tmp_path / "small", reference)
+
+
+def _shipped_config() -> dict:
+    from conftest import REPO
+
+    from rbcflow.config import load_config
+
+    return load_config(REPO / "config" / "config.yaml")
 
 
 @pytest.mark.slow
-def test_single_pass_equals_the_stages_on_simulated_continuous_recordings(tmp_path):
-    # queued and touching cells, gaps, collisions and cells at the edges of the view
-    from rbcflow.config import validate_config
-    from rbcflow.simulate.scenario import plan_dataset, write_video
+@pytest.mark.parametrize("index", [0, 2], ids=["triggered", "continuous"])
+def test_single_pass_equals_the_stages_on_simulated_recordings(tiny_recordings, tmp_path,
+                                                               index):
+    # a triggered clip, and a continuous recording (queued and touching cells, gaps,
+    # collisions, cells at the edges of the view), with the shipped configuration
+    folder, rows = tiny_recordings
+    row, config = rows[index], _shipped_config()
+    video = folder / row["path"]
+    paths = preprocess_video(video, tmp_path / "single", config, row)
+    assert len(read_clip_table(paths["clips"])) >= (1 if index == 0 else 5)
+    stages = run_stages(video, tmp_path / "stages", config, row)
+    assert_same_files(tmp_path / "single", tmp_path / "stages", stages)
 
-    specs = [s for s in plan_dataset("demo", seed=2024) if s.mode == "continuous"][:3]
-    n_clips = 0
-    for spec in specs:
-        row = write_video(spec, 2024, tmp_path, "avi_raw")["row"]
-        info = {k: row[k] for k in ("sample", "donor", "condition", "focus", "session", "fps",
-                                    "um_per_px")}
-        cfg = validate_config({})
-        paths = preprocess_video(tmp_path / row["path"], tmp_path / "res", cfg, info)
-        (tmp_path / spec.sample).mkdir()
-        n_clips += len(_same_outputs(tmp_path / row["path"], paths["background"], paths, cfg,
-                                     info, tmp_path / spec.sample))
-    assert n_clips >= 5
+
+@pytest.mark.slow
+def test_clips_from_the_buffer_and_the_second_pass_together(tiny_recordings, tmp_path,
+                                                            monkeypatch):
+    # a buffer that holds some kept tracks of the continuous recording and not others:
+    # the clips cut from the buffer and those of the second pass land as without a limit
+    folder, rows = tiny_recordings
+    continuous, config = rows[2], _shipped_config()
+    video = folder / continuous["path"]
+    paths = preprocess_video(video, tmp_path / "unlimited", config, continuous)
+    spy = _BufferSpy(max_buffer=50)
+    monkeypatch.setattr(clip_module, "TrackClipCollector", spy)
+    preprocess_video(video, tmp_path / "buffer50", config, continuous)
+    (collector,) = spy.collectors
+    assert collector.clips and collector.second_pass
+    assert_same_files(tmp_path / "unlimited", tmp_path / "buffer50", paths)

@@ -14,7 +14,9 @@ import pandas as pd
 import pytest
 from report_fixtures import make_results, write_benchmark
 
-from rbcflow.report import FIGURES, build_report, inputs, tables
+from rbcflow.layout import SAMPLE_FILES
+from rbcflow.provenance import sha256_file
+from rbcflow.report import FIGURES, TABLES, ReportInputs, build_report, inputs, tables
 from rbcflow.report import figures as fig
 
 
@@ -24,10 +26,20 @@ def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     data = make_results(root)
     out = data["results"] / "report"
-    data["index"] = build_report(data["results"], data["config"], data["sheet"], out,
-                                 detect_gpu=False)
+    data["index"] = build_report(data["config"], data["sheet"], data["inputs"], out)
     data["out"] = out
     return data
+
+
+def _copy(built, tmp_path, without=()) -> tuple[Path, ReportInputs]:
+    """A copy of the results (less the report and the ``without`` patterns) and its inputs."""
+    results = tmp_path / "results"
+    shutil.copytree(built["results"], results,
+                    ignore=shutil.ignore_patterns("report", *without))
+    found = ReportInputs.from_results(results, built["sheet"],
+                                      [t["name"] for t in built["config"]["tasks"]],
+                                      lock_file=built["lock_file"])
+    return results, found
 
 
 def _metrics(data, task):
@@ -123,6 +135,33 @@ def test_page_is_self_contained(built):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_report_folder_holds_exactly_the_declared_outputs(built):
+    # the rule declares every table and figure: each is written, and nothing else is
+    written = {p.relative_to(built["out"]).as_posix() for p in built["out"].rglob("*")
+               if p.is_file()}
+    assert written == {*TABLES, "index.html", *(f"figures/{name}.png" for name in FIGURES)}
+
+
+def test_inputs_found_by_layout_equal_the_workflows_declared_files(built):
+    found = built["inputs"]
+    assert list(found.samples) == list(built["sheet"]["sample"])
+    for sample, files in found.samples.items():
+        assert set(files) == set(SAMPLE_FILES)
+        assert all(path.is_file() for path in files.values()), sample
+        assert files["qc"].parent.parent.parent == built["results"] / "preprocess"
+    assert sorted(found.tracking) == ["D01_native", "D02_DA"]
+    assert found.pipeline["sample"] == "D01_native" and found.pipeline["video"].is_file()
+    # the rule passes the same files as plain values (its params)
+    declared = {
+        "tasks": {t: {k: str(v) for k, v in f.items()} for t, f in found.tasks.items()},
+        "samples": {s: {k: str(v) for k, v in f.items()} for s, f in found.samples.items()},
+        "tracking": {s: str(v) for s, v in found.tracking.items()},
+        "pipeline": {k: str(v) for k, v in found.pipeline.items()},
+        "lock_file": str(found.lock_file),
+    }
+    assert ReportInputs.from_mapping(json.loads(json.dumps(declared))) == found
+
+
 def test_data_summary_counts_equal_the_stage_outputs(built):
     summary = pd.read_csv(built["out"] / "data_summary_samples.csv").set_index("sample")
     for sample, expected in built["expected"].items():
@@ -139,87 +178,128 @@ def test_data_summary_counts_equal_the_stage_outputs(built):
 
 
 def test_tracking_accuracy_against_truth(built):
-    """Tracks are the true positions plus 0.3 px jitter: no false match, no identity switch."""
+    """Tracks are the true positions plus 0.3 px jitter: no false match, no identity switch;
+    the table shows the scores of the tracking files (rule evaluate_tracking) unchanged."""
     scores = pd.read_csv(built["out"] / "tracking_accuracy.csv").set_index("sample")
     assert set(scores.index) == {"D01_native", "D02_DA"}
     assert (scores["precision"] == 1.0).all()
     assert (scores["id_switches"] == 0).all()
     assert (scores["idf1"] > 0.9).all()
+    assert scores.loc["D02_DA", "condition"] == "DA"
+    for sample, path in built["inputs"].tracking.items():
+        recorded = json.loads(path.read_text())
+        for key in ("idf1", "mota", "recall", "precision", "id_switches", "n_truth_cells"):
+            assert scores.loc[sample, key] == pytest.approx(recorded[key], rel=1e-12), key
     assert "Tracking accuracy" in built["index"].read_text()
 
 
-def test_runtimes_and_provenance(built):
-    runtimes = pd.read_csv(built["out"] / "runtimes.csv").set_index("rule")
+def test_runtimes_command_tabulates_the_benchmark_files(built):
+    from typer.testing import CliRunner
+
+    from rbcflow.cli import app
+
+    # runtimes are facts of a run: the report holds none, ``rbcflow runtimes`` shows them
+    runtimes = tables.runtime_table(inputs.read_benchmarks(built["logs"])).set_index("rule")
     # train_model: 4 tasks, each the mean of two repeats (20 s, 22 s)
     assert runtimes.loc["train_model", "jobs"] == 4
     assert runtimes.loc["train_model", "wall_s_total"] == pytest.approx(84.0)
+    assert runtimes.loc["preprocess_batch", "jobs"] == 2
     assert runtimes.loc["simulate_dataset", "jobs"] == 1
+    result = CliRunner().invoke(app, ["runtimes", str(built["logs"])])
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.output.splitlines() if x.strip().startswith("train_model"))
+    assert line.split()[1:3] == ["4", "84.0"]
+    page = built["index"].read_text()
+    assert 'id="runtimes"' not in page and "wall_s" not in page and "max_rss" not in page
+    empty = CliRunner().invoke(app, ["runtimes", str(built["root"] / "nothing")])
+    assert empty.exit_code == 1 and "no benchmark files" in empty.output
+
+
+def test_provenance_holds_versions_and_hashes_but_no_time_host_or_commit(built):
+    import socket
+
     record = json.loads((built["out"] / "provenance.json").read_text())
     assert record["config"]["seed"] == built["config"]["seed"]
     assert len(record["data"]) == 16
     assert record["data"][0]["sha256"].startswith("0000")
-    if record["lock_file"]:
-        assert len(record["lock_sha256"]) == 64
+    assert record["lock_file"] == str(built["lock_file"])
+    assert record["lock_sha256"] == sha256_file(built["lock_file"])
+    assert record["packages"]["numpy"] == np.__version__
+    assert not {"created", "git_revision", "host", "hostname", "hardware"} & set(record)
+    page = built["index"].read_text()
+    host = socket.gethostname()
+    if len(host) >= 6:  # a short name could occur in any text
+        assert host not in page and host not in json.dumps(record)
+    assert not re.search(r"20\d\d-\d\d-\d\d[T ]\d\d:\d\d", page)  # no time stamp
 
 
 def test_consistency_check_catches_a_wrong_metric(built, tmp_path):
-    results = tmp_path / "results"
-    shutil.copytree(built["results"], results, ignore=shutil.ignore_patterns("report"))
+    results, found = _copy(built, tmp_path)
     path = results / "models" / "FA" / "metrics.json"
     metrics = json.loads(path.read_text())
     metrics["accuracy"]["test"] = 0.5
     path.write_text(json.dumps(metrics))
-    index = build_report(results, built["config"], built["sheet"], results / "report",
-                         detect_gpu=False)
+    index = build_report(built["config"], built["sheet"], found, results / "report")
     text = index.read_text()
     assert "FA: test accuracy = predictions.tsv failed" in text
     assert text.count("badge bad") == 1
 
 
 def test_missing_optional_inputs_are_stated(built, tmp_path):
-    results = tmp_path / "results"
-    shutil.copytree(built["results"], results, ignore=shutil.ignore_patterns("report"))
-    for folder in ("benchmarks", "background", "clips", "splits"):
-        shutil.rmtree(results / folder)
-    (results / "models" / "GA" / "metrics.json").unlink()
-    sheet = built["sheet"].assign(truth="")
-    index = build_report(results, built["config"], sheet, results / "report", detect_gpu=False)
+    results, _ = _copy(built, tmp_path, without=("background", "*.h5", "splits", "tracking"))
+    shutil.rmtree(results / "models" / "GA")  # a task not trained yet
+    found = ReportInputs.from_results(results, built["sheet"],
+                                      [t["name"] for t in built["config"]["tasks"]])
+    assert found.tracking == {} and found.lock_file is None
+    index = build_report(built["config"], built["sheet"], found, results / "report")
     text = index.read_text()
     assert "No metrics.json for task(s) GA" in text
-    assert "no runtimes" in text
     assert "no ground truth" in text
-    assert "Pipeline panels: not shown" in text
-    assert "Example clips: not shown, no clip files" in text
-    assert "No results/splits/DA.tsv" in text
+    assert "Pipeline panels: not shown, D01_native:" in text
+    assert "Example clips: not shown, no clips" in text
+    assert "No split table for task DA" in text
     table = json.loads((results / "report" / "table1.json").read_text())
     assert [r["task"] for r in table["rows"]] == ["DA", "FA", "Mix"]
-    # declared figures exist even without their data (a placeholder says why)
+    # declared tables and figures exist even without their data (a placeholder says why,
+    # a table has its header)
     assert all((results / "report" / "figures" / f"{n}.png").is_file() for n in FIGURES)
-    assert not (results / "report" / "tracking_accuracy.csv").exists()
+    assert all((results / "report" / name).is_file() for name in TABLES)
+    scores = pd.read_csv(results / "report" / "tracking_accuracy.csv")
+    assert scores.empty and list(scores.columns)[:3] == ["sample", "condition", "idf1"]
+    record = json.loads((results / "report" / "provenance.json").read_text())
+    assert record["lock_file"] is None and record["lock_sha256"] is None
 
 
-def test_tracking_scores_given_as_a_dict_are_shown(built, tmp_path):
-    results = tmp_path / "results"
-    shutil.copytree(built["results"], results, ignore=shutil.ignore_patterns("report"))
-    sheet = built["sheet"].assign(truth="")
-    scores = {"D03_GA": {"idf1": 0.8125, "mota": 0.75, "recall": 0.9, "precision": 0.95}}
-    build_report(results, built["config"], sheet, results / "report", tracking_eval=scores,
-                 detect_gpu=False)
-    table = pd.read_csv(results / "report" / "tracking_accuracy.csv")
-    assert table.loc[0, "sample"] == "D03_GA" and table.loc[0, "condition"] == "GA"
+def test_a_task_with_history_but_no_metrics_is_left_out(built, tmp_path):
+    # training finished, evaluation did not: the task is left out of Table 1 and said so
+    results, found = _copy(built, tmp_path)
+    (results / "models" / "GA" / "metrics.json").unlink()
+    index = build_report(built["config"], built["sheet"], found, results / "report")
+    assert "No metrics.json for task(s) GA" in index.read_text()
+    table = json.loads((results / "report" / "table1.json").read_text())
+    assert [r["task"] for r in table["rows"]] == ["DA", "FA", "Mix"]
+
+
+def test_declared_tracking_scores_are_shown(built, tmp_path):
+    # the report shows the tracking files it is given, for any recording of the sheet
+    scores = {"idf1": 0.8125, "mota": 0.75, "recall": 0.9, "precision": 0.95,
+              "max_distance_px": 10.0}
+    (tmp_path / "D03_GA.json").write_text(json.dumps(scores))
+    found = ReportInputs(**{**vars(built["inputs"]),
+                            "tracking": {"D03_GA": tmp_path / "D03_GA.json"}})
+    build_report(built["config"], built["sheet"], found, tmp_path / "report")
+    table = pd.read_csv(tmp_path / "report" / "tracking_accuracy.csv")
+    assert list(table["sample"]) == ["D03_GA"] and table.loc[0, "condition"] == "GA"
     assert table.loc[0, "idf1"] == 0.8125
-    assert "0.812" in (results / "report" / "index.html").read_text()
+    assert "0.812" in (tmp_path / "report" / "index.html").read_text()
 
 
 def test_report_is_deterministic(built, tmp_path):
+    # no time, host or commit in any output: the same inputs give the same bytes
     out = tmp_path / "again"
-    build_report(built["results"], built["config"], built["sheet"], out, detect_gpu=False)
-    for name in ("table1.json", "table1.csv", "table1.md", "ablations.csv",
-                 "data_summary_samples.csv"):
+    build_report(built["config"], built["sheet"], built["inputs"], out)
+    for name in (*TABLES, "index.html", *(f"figures/{n}.png" for n in FIGURES)):
         assert (out / name).read_bytes() == (built["out"] / name).read_bytes(), name
-    for name in FIGURES:
-        assert (out / "figures" / f"{name}.png").read_bytes() == \
-            (built["out"] / "figures" / f"{name}.png").read_bytes(), name
 
 
 def test_cli_report(built, tmp_path):
@@ -228,15 +308,18 @@ def test_cli_report(built, tmp_path):
     from rbcflow.cli import app
 
     config = tmp_path / "config.yaml"
-    config.write_text(f"results: {built['results']}\nseed: {built['config']['seed']}\n")
+    # the keys in the order the fixture gave them: the page and provenance.json show the
+    # configuration in its own order
+    config.write_text(f"seed: {built['config']['seed']}\nresults: {built['results']}\n")
     out = tmp_path / "cli_report"
     result = CliRunner().invoke(app, [
         "report", "--config", str(config), "--samples", str(built["root"] / "samples.tsv"),
-        "--out", str(out),
+        "--out", str(out), "--lock-file", str(built["lock_file"]),
     ])
     assert result.exit_code == 0, result.output
-    assert (out / "index.html").is_file()
-    assert (out / "table1.csv").read_bytes() == (built["out"] / "table1.csv").read_bytes()
+    # it finds the same files by the results' layout and writes the same report
+    for name in (*TABLES, "index.html"):
+        assert (out / name).read_bytes() == (built["out"] / name).read_bytes(), name
 
 
 # --- pure functions ----------------------------------------------------------------------
@@ -251,14 +334,30 @@ def test_superimpose_keeps_dark_and_bright_cells():
     assert out[1, 1] == 40.0 and out[2, 3] == 190.0 and out[0, 0] == 100.0
 
 
-def test_foreground_mask_polarity():
-    background = np.full((2, 2), 100.0)
-    frame = np.array([[90.0, 110.0], [100.0, 95.0]])
-    assert fig.foreground_mask(frame, background, 6, "dark").tolist() == [[True, False],
-                                                                          [False, False]]
-    assert fig.foreground_mask(frame, background, 6, "bright").tolist() == [[False, True],
-                                                                            [False, False]]
-    assert fig.foreground_mask(frame, background, 6, "absolute").sum() == 2
+def test_pipeline_mask_is_the_detectors_foreground(tmp_path):
+    # panel B shows what the tracker sees (rbcflow.segment.foreground_at), polarity included
+    from report_fixtures import HEIGHT, WIDTH, write_video
+
+    from rbcflow.background import BackgroundModel
+    from rbcflow.params import detect_params
+    from rbcflow.segment import foreground_at
+
+    background = np.full((HEIGHT, WIDTH), 100.0, np.float32)
+    frames = np.full((3, HEIGHT, WIDTH), 100, np.uint8)
+    frames[2, 10:20, 10:20] = 90  # darker by more than the threshold
+    frames[2, 10:20, 60:70] = 110  # brighter
+    frames[2, 10:20, 110:120] = 95  # darker, within the threshold
+    frames[1, 30:40, 10:20] = 60  # another frame's cell
+    write_video(tmp_path / "v.avi", frames)
+    model = BackgroundModel("median", {}, background[None])
+    dark = np.zeros((HEIGHT, WIDTH), bool)
+    dark[10:20, 10:20] = True
+    bright = np.zeros_like(dark)
+    bright[10:20, 60:70] = True
+    for polarity, expected in (("dark", dark), ("bright", bright), ("absolute", dark | bright)):
+        mask = foreground_at(tmp_path / "v.avi", model,
+                             detect_params(polarity=polarity, threshold=6), 2)
+        assert mask.dtype == np.uint8 and np.array_equal(mask.astype(bool), expected), polarity
 
 
 def test_confounder_separability_against_theory():
@@ -304,24 +403,17 @@ def test_benchmarks_in_both_layouts(tmp_path):
     assert table.loc["cut_clips", "s"] == 2.0  # repeats averaged
 
 
-def test_dvc_lock_hashes(tmp_path):
-    lock = tmp_path / "dvc.lock"
-    lock.write_text(
-        "schema: '2.0'\nstages:\n  demo:\n    cmd: snakemake\n    deps:\n"
-        "    - path: data/demo\n      hash: md5\n      md5: abc123.dir\n    outs:\n"
-        "    - path: results/report\n      hash: md5\n      md5: def456.dir\n"
-    )
-    entries = inputs.read_dvc_lock(lock)
-    assert [(e["path"], e["md5"]) for e in entries] == [
-        ("data/demo", "abc123.dir"), ("results/report", "def456.dir")]
-    assert inputs.read_dvc_lock(tmp_path / "absent.lock") == []
+def test_background_of_a_frame_is_its_window(tmp_path):
+    from rbcflow.background import BackgroundModel, save_background
 
-
-def test_background_for_frame_picks_the_window():
     images = np.stack([np.full((2, 2), v, np.float32) for v in (1, 2, 3)])
-    starts = np.array([0, 10, 20])
-    assert [inputs.background_for_frame(images, starts, f)[0, 0] for f in (0, 9, 10, 25)] == \
-        [1, 1, 2, 3]
+    save_background(BackgroundModel("rolling_median", {}, images, np.array([0, 10, 20])),
+                    tmp_path / "bg.npz")
+    model = inputs.read_background_model(tmp_path / "bg.npz")
+    assert [model.image_at(f)[0, 0] for f in (0, 9, 10, 25)] == [1, 1, 2, 3]
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    with pytest.raises(inputs.ReportInputError, match="junk.npz"):
+        inputs.read_background_model(tmp_path / "junk.npz")
 
 
 def test_malformed_input_names_the_file(tmp_path):
@@ -329,7 +421,11 @@ def test_malformed_input_names_the_file(tmp_path):
     path.mkdir(parents=True)
     (path / "history.csv").write_text("epoch,accuracy\n1,0.5\n")
     with pytest.raises(inputs.ReportInputError, match="history.csv.*val_accuracy"):
-        inputs.read_history(tmp_path, "DA")
+        inputs.read_history(path / "history.csv")
+    (path / "metrics.json").write_text("{not json")
+    with pytest.raises(inputs.ReportInputError, match="metrics.json: not valid JSON"):
+        inputs.read_json(path / "metrics.json")
+    assert inputs.read_history(path / "absent.csv") is None
 
 
 def test_read_video_frames_streams_the_wanted_frames(tmp_path):

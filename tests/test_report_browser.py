@@ -47,8 +47,8 @@ pytestmark = pytest.mark.skipif(
 def page(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
     data = make_results(root)
-    index = build_report(data["results"], data["config"], data["sheet"],
-                         data["results"] / "report", detect_gpu=False)
+    index = build_report(data["config"], data["sheet"], data["inputs"],
+                         data["results"] / "report")
     return {"index": index, "root": root, "results": data["results"]}
 
 

@@ -6,17 +6,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from rbcflow.detect import DETECTION_COLUMNS, detections_from_rows, no_detections
+from rbcflow.params import ParameterError, track_params
 from rbcflow.track import (
-    DETECTION_COLUMNS,
     OnlineLinker,
+    TableBuilder,
     TrackingError,
-    TrackParams,
-    _binned_percentile,
+    TrackJudge,
     estimate_centerline,
+    judge_table,
     link_detections,
     summarize_tracks,
-    tracks_table,
 )
+from rbcflow.track.centerline import _binned_percentile
 from rbcflow.trackeval import evaluate_tracking
 
 W, H = 800, 132
@@ -55,21 +57,36 @@ def synthetic_flow(seed: int, n_frames: int = 600, miss_rate: float = 0.0, jitte
                 row = _row(x + rng.normal(0, jitter), y + rng.normal(0, jitter))
                 per_frame.setdefault(frame, []).append((cell, row))
         cell += 1
-    frames = [np.array([r for _, r in per_frame.get(k, [])], dtype=np.float64).reshape(-1, 12)
+    frames = [detections_from_rows([r for _, r in per_frame.get(k, [])])
               for k in range(n_frames)]
     truth_df = pd.DataFrame(truth, columns=["frame", "cell_id", "x", "y"])
     return frames, truth_df
 
 
-def _run(frames, params=None):
-    linker = OnlineLinker(params or TrackParams(min_length=3), (W, H))
-    f_out, i_out, r_out = [], [], []
+def _frames(*rows_per_frame):
+    """Detection arrays of one frame each, from lists of :func:`_row` rows."""
+    return [detections_from_rows(rows) for rows in rows_per_frame]
+
+
+def _run_judged(frames, params=None):
+    """Link frame by frame and judge online, as the tracking pass does; returns the tracks
+    table, the linker and the judge's verdicts."""
+    params = params or track_params(min_length=3)
+    linker = OnlineLinker(params, (W, H))
+    judge = TrackJudge(params, (W, H), linker.collided)
+    builder = TableBuilder(block=7)  # several blocks: their joins are exercised too
     for k, det in enumerate(frames):
         ids = linker.update(k, det)
-        f_out.append(np.full(len(det), k))
-        i_out.append(ids)
-        r_out.append(det)
-    return tracks_table(f_out, i_out, r_out), linker
+        if len(det):
+            builder.add(k, ids, det)
+            judge.observe(ids, det)
+    return builder.table(), linker, judge.statuses()
+
+
+def _run(frames, params=None):
+    """The tracks table and the linker of :func:`_run_judged`."""
+    table, linker, _ = _run_judged(frames, params)
+    return table, linker
 
 
 def _truth_for_eval(truth: pd.DataFrame) -> pd.DataFrame:
@@ -99,7 +116,7 @@ def test_linker_follows_every_cell_with_one_track():
 
 def test_gap_closing_bridges_missed_frames_and_metrics_see_it():
     frames, truth = synthetic_flow(seed=2, miss_rate=0.15)
-    table, _ = _run(frames, TrackParams(min_length=3, max_gap_frames=3))
+    table, _ = _run(frames, track_params(min_length=3, max_gap_frames=3))
     merged = table.merge(truth, on="frame", suffixes=("", "_t"))
     merged = merged[np.hypot(merged.x - merged.x_t, merged.y - merged.y_t) < 3]
     n_bridgeable = 0
@@ -119,7 +136,7 @@ def test_gap_closing_bridges_missed_frames_and_metrics_see_it():
     assert 0.80 < m["recall"] < 0.90
     assert m["precision"] > 0.99
     # without gap closing every miss breaks a track
-    table0, _ = _run(frames, TrackParams(min_length=3, max_gap_frames=0))
+    table0, _ = _run(frames, track_params(min_length=3, max_gap_frames=0))
     m0 = evaluate_tracking(table0, _truth_for_eval(truth), max_distance_px=4, frame_size=(W, H))
     assert m0["idf1"] < m["idf1"] - 0.1
 
@@ -135,25 +152,25 @@ def test_tracking_scores_of_a_recording_without_detections():
 
 
 def test_flow_direction_refuses_backward_links():
-    frames = [np.array([_row(100, 60)]), np.array([_row(90, 60)]), np.array([_row(112, 60)])]
-    table, _ = _run(frames, TrackParams(flow_direction="+x", max_backward_px=2))
+    frames = _frames([_row(100, 60)], [_row(90, 60)], [_row(112, 60)])
+    table, _ = _run(frames, track_params(flow_direction="+x", max_backward_px=2))
     ids = table["track_id"].tolist()
     assert ids[0] != ids[1]  # moved 10 px against the flow: a new cell
-    table, _ = _run(frames, TrackParams(flow_direction="any"))
+    table, _ = _run(frames, track_params(flow_direction="any"))
     assert len(set(table["track_id"])) == 1
-    table, _ = _run(frames, TrackParams(flow_direction="-x", max_backward_px=2))
+    table, _ = _run(frames, track_params(flow_direction="-x", max_backward_px=2))
     assert table["track_id"].iloc[0] == table["track_id"].iloc[1]
 
 
 def test_gate_and_gap_limit_start_new_tracks():
-    frames = [np.array([_row(100, 60)]), np.array([_row(110, 60)]),
-              np.zeros((0, 12)), np.zeros((0, 12)), np.array([_row(140, 60)]),
-              np.array([_row(300, 60)])]
-    table, _ = _run(frames, TrackParams(max_gap_frames=2, max_displacement_px=40))
+    frames = _frames([_row(100, 60)], [_row(110, 60)], [], [], [_row(140, 60)],
+                     [_row(300, 60)])
+    assert len(frames[2]) == 0 and frames[2].dtype == no_detections().dtype
+    table, _ = _run(frames, track_params(max_gap_frames=2, max_displacement_px=40))
     ids = table["track_id"].tolist()
     assert ids[0] == ids[1] == ids[2]  # two missed frames bridged, prediction 140
     assert ids[3] != ids[2]  # 150 px away from the prediction: beyond the gate
-    table, _ = _run(frames, TrackParams(max_gap_frames=1))
+    table, _ = _run(frames, track_params(max_gap_frames=1))
     assert table["track_id"].tolist()[2] != table["track_id"].tolist()[1]
 
 
@@ -162,8 +179,8 @@ def test_hungarian_resolves_competition_by_prediction():
     # nearest-neighbour rule would swap them when the fast one reaches the slow one's x
     frames = []
     for k in range(10):
-        frames.append(np.array([_row(100 + 20 * k, 40), _row(150 + 8 * k, 60)]))
-    table, _ = _run(frames, TrackParams(max_displacement_px=30, collision_distance_factor=0))
+        frames.append(detections_from_rows([_row(100 + 20 * k, 40), _row(150 + 8 * k, 60)]))
+    table, _ = _run(frames, track_params(max_displacement_px=30, collision_distance_factor=0))
     for tid, g in table.groupby("track_id"):
         assert g["y"].nunique() == 1, f"track {tid} jumped between cells"
     assert table["track_id"].nunique() == 2
@@ -175,17 +192,22 @@ def test_collisions_are_flagged():
     for k in range(12):
         a, b = 100 + 15 * k, 160 + 10 * k
         if abs(a - b) < 8:
-            frames.append(np.array([_row((a + b) / 2, 60, size=12, area=110)]))
+            frames.append(detections_from_rows([_row((a + b) / 2, 60, size=12, area=110)]))
         else:
-            frames.append(np.array([_row(a, 60), _row(b, 60)]))
-    table, linker = _run(frames, TrackParams(min_length=3, max_displacement_px=20))
-    summary = summarize_tracks(table, linker.collided, TrackParams(min_length=3), (W, H),
-                               fps=1000, um_per_px=1, centerline=np.full(W, 60.0))
+            frames.append(detections_from_rows([_row(a, 60), _row(b, 60)]))
+    params = track_params(min_length=3, max_displacement_px=20)
+    table, linker, online = _run_judged(frames, params)
+    statuses = judge_table(table, linker.collided, params, (W, H))
+    assert statuses == online  # judged after the fact as while streaming
+    summary = summarize_tracks(table, statuses, params.flow_axis, fps=1000, um_per_px=1,
+                               centerline=np.full(W, 60.0))
     assert (summary["status"] == "collision").sum() >= 2
     # the same two cells far apart: no collision
-    frames = [np.array([_row(100 + 15 * k, 30), _row(300 + 15 * k, 90)]) for k in range(12)]
-    table, linker = _run(frames, TrackParams(min_length=3))
+    frames = [detections_from_rows([_row(100 + 15 * k, 30), _row(300 + 15 * k, 90)])
+              for k in range(12)]
+    table, linker, online = _run_judged(frames, track_params(min_length=3))
     assert not any(linker.collided.values())
+    assert set(online.values()) == {"kept"}
 
 
 def test_summary_velocity_distance_and_rejections():
@@ -196,10 +218,12 @@ def test_summary_velocity_distance_and_rejections():
             rows.append(_row(500 + 10 * k, 30))  # too short
         if 5 <= k < 15:
             rows.append(_row(300 + 10 * k, 3))  # scrapes the top edge
-        frames.append(np.array(rows))
-    params = TrackParams(min_length=8)
-    table, linker = _run(frames, params)
-    summary = summarize_tracks(table, linker.collided, params, (W, H), fps=2000, um_per_px=0.5,
+        frames.append(detections_from_rows(rows))
+    params = track_params(min_length=8)
+    table, linker, online = _run_judged(frames, params)
+    statuses = judge_table(table, linker.collided, params, (W, H))
+    assert statuses == online
+    summary = summarize_tracks(table, statuses, params.flow_axis, fps=2000, um_per_px=0.5,
                                centerline=np.full(W, 65.0)).set_index("track_id")
     main = summary.loc[table.loc[0, "track_id"]]
     assert main["status"] == "kept"
@@ -234,14 +258,21 @@ def test_centerline_from_background_when_cells_are_few():
 
 def test_link_detections_matches_online_and_checks_order():
     frames, _ = synthetic_flow(seed=4, n_frames=300)
-    table, _ = _run(frames)
-    rows = table[list(DETECTION_COLUMNS)].to_numpy()
-    ids, _ = link_detections(table["frame"].to_numpy(), rows, TrackParams(min_length=3), (W, H))
+    table, linker = _run(frames)
+    rows = detections_from_rows(table[list(DETECTION_COLUMNS)].to_numpy().tolist())
+    ids, collided = link_detections(table["frame"].to_numpy(), rows,
+                                    track_params(min_length=3), (W, H))
     assert np.array_equal(ids, table["track_id"].to_numpy())
+    assert collided == linker.collided
     with pytest.raises(TrackingError):
-        link_detections(np.array([2, 1]), rows[:2], TrackParams(), (W, H))
-    with pytest.raises(TrackingError, match="unknown"):
-        TrackParams.from_mapping({"max_gap": 3})
+        link_detections(np.array([2, 1]), rows[:2], track_params(), (W, H))
+    online = OnlineLinker(track_params(), (W, H))
+    online.update(3, rows[:1])
+    with pytest.raises(TrackingError, match="frames must increase"):
+        online.update(3, rows[:1])
+    # an unknown key is refused where parameters are made (not by the linker)
+    with pytest.raises(ParameterError, match="unknown track"):
+        track_params(max_gap=3)
 
 
 def test_evaluation_detects_identity_swaps():
@@ -268,6 +299,7 @@ def _simulated_runs(tmp_path, mode: str, n: int):
     config; yields (tracks table, summary, truth, frame size)."""
     from rbcflow.background import build_background, save_background
     from rbcflow.config import validate_config
+    from rbcflow.params import resolve_chain_params
     from rbcflow.simulate.scenario import plan_dataset, write_video
     from rbcflow.track import read_tracks, track_video
 
@@ -275,18 +307,18 @@ def _simulated_runs(tmp_path, mode: str, n: int):
     specs = [s for s in plan_dataset("demo", seed=2024) if s.mode == mode]
     # spread over donors and conditions
     chosen = specs[:: max(1, len(specs) // n)][:n]
-    b = cfg["background"]
     for spec in chosen:
         summary = write_video(spec, 2024, tmp_path, "avi_raw")
         row = summary["row"]
         video = tmp_path / row["path"]
-        model = build_background(video, b["method"], b["n_frames"], b["blur_sigma"], seed=42)
+        params = resolve_chain_params(cfg, row["fps"], row["um_per_px"])
+        model = build_background(video, params.background)
         save_background(model, tmp_path / f"{spec.sample}.npz")
         track_summary = track_video(
             video, tmp_path / f"{spec.sample}.npz", tmp_path / f"{spec.sample}.parquet",
-            tmp_path / f"{spec.sample}.tsv", cfg["detect"], cfg["track"], row["fps"],
-            row["um_per_px"])
+            tmp_path / f"{spec.sample}.tsv", params)
         table, meta = read_tracks(tmp_path / f"{spec.sample}.parquet")
+        assert meta["pipeline_id"] == params.pipeline_id and meta["params"] == params.as_dict()
         truth = pd.read_csv(tmp_path / row["truth"], sep="\t")
         yield table, track_summary, truth, tuple(meta["frame_size"])
 
@@ -317,21 +349,26 @@ def test_triggered_recordings_meet_the_tracking_targets(tmp_path):
     assert m["detection_recall_isolated"] >= 0.98, m
 
 
+@pytest.fixture(scope="module")
+def continuous_scores(tmp_path_factory):
+    """Pooled scores of eight continuous recordings over donors and all four conditions
+    (two alone can both be the rare native recording with a long overtaking manoeuvre,
+    IDF1 0.81), simulated and tracked once for the two tests below."""
+    return _pooled(list(_simulated_runs(tmp_path_factory.mktemp("continuous"),
+                                        "continuous", 8)))
+
+
 @pytest.mark.slow
-def test_continuous_recordings_isolated_cells_are_detected(tmp_path):
-    # eight recordings over donors and all four conditions: two alone can both be the
-    # rare native recording with a long overtaking manoeuvre (IDF1 0.81)
-    m = _pooled(list(_simulated_runs(tmp_path, "continuous", 8)))
+def test_continuous_recordings_isolated_cells_are_detected(continuous_scores):
+    m = continuous_scores
     assert m["detection_recall_isolated"] >= 0.98, m
     # identity metrics on continuous recordings: see the next test
     assert m["idf1"] > 0.5, m
 
 
 @pytest.mark.slow
-def test_continuous_recordings_meet_the_idf1_target(tmp_path):
-    # eight recordings over donors and all four conditions: two alone can both be the
-    # rare native recording with a long overtaking manoeuvre (IDF1 0.81)
-    m = _pooled(list(_simulated_runs(tmp_path, "continuous", 8)))
+def test_continuous_recordings_meet_the_idf1_target(continuous_scores):
+    m = continuous_scores
     assert m["idf1"] >= 0.90, m
 
 

@@ -8,6 +8,8 @@ that DVC declares nothing Snakemake does not make.
 
 from __future__ import annotations
 
+import ast
+import re
 import shlex
 import shutil
 import subprocess
@@ -19,7 +21,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-SAMPLE_HEADER = "sample\tpath\tdonor\tcondition\tfocus\tsession\tfps\tum_per_px"
+SAMPLE_HEADER = "sample\tpath\tdonor\tcondition\tfocus\tsession\tfps\tum_per_px\ttruth"
 
 
 def run(args: list[str], cwd: Path = REPO, check: bool = True) -> subprocess.CompletedProcess:
@@ -80,7 +82,9 @@ def snakemake_outputs(tmp_path_factory) -> dict[str, str]:
     rows = []
     for index, condition in enumerate(["native", "DA", "FA", "GA"]):
         (folder / f"v{index}.avi").write_bytes(b"")
-        rows.append(f"S{index}\tv{index}.avi\tD{index}\t{condition}\tin\tday1\t5000\t0.29")
+        (folder / f"t{index}.tsv").write_bytes(b"")
+        rows.append(f"S{index}\tv{index}.avi\tD{index}\t{condition}\tin\tday1\t5000\t0.29"
+                    f"\tt{index}.tsv")
     sheet = folder / "samples.tsv"
     sheet.write_text("\n".join([SAMPLE_HEADER, *rows]) + "\n")
     outputs = snakemake_summary(folder, [f"samples={sheet}"])
@@ -173,3 +177,89 @@ def test_config_yaml_spells_out_every_key_dvc_tracks():
         return out
 
     assert missing(schema["properties"], shipped) == []
+
+
+def _rule_blocks() -> dict[str, tuple[Path, str]]:
+    """Rule name -> (file, body) of every rule and checkpoint of the workflow."""
+    blocks = {}
+    for path in [REPO / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))]:
+        text = path.read_text()
+        for match in re.finditer(r"^(?:rule|checkpoint) (\w+):\n((?:    .*\n|\n)*)", text,
+                                 re.MULTILINE):
+            blocks[match.group(1)] = (path, match.group(2))
+    return blocks
+
+
+def _module_file(name: str) -> Path | None:
+    path = REPO / "src" / Path(*name.split("."))
+    if (path / "__init__.py").is_file():
+        return path / "__init__.py"
+    if path.with_suffix(".py").is_file():
+        return path.with_suffix(".py")
+    return None
+
+
+def _rbcflow_imports(path: Path) -> set[str]:
+    """Every rbcflow module a file imports, at the top or inside a function."""
+    text = path.read_text()
+    if path.suffix != ".py":  # Snakemake files are not Python: read their import lines
+        found = re.findall(r"^\s*from (rbcflow[\w.]*) import \(?([\w,\s]+?)\)?$", text,
+                           re.MULTILINE)
+        return ({module for module, _ in found}
+                | {f"{module}.{name.strip()}" for module, names in found
+                   for name in names.split(",") if name.strip()})
+    names = set()
+    for node in ast.walk(ast.parse(text, filename=str(path))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+    return {n for n in names if n.split(".")[0] == "rbcflow"}
+
+
+def _code_closure(start: list[Path]) -> set[Path]:
+    """The files of ``start`` and every module of the package they import, transitively."""
+    seen: set[Path] = set()
+    todo = list(start)
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name in _rbcflow_imports(path):
+            parts = name.split(".")
+            for k in range(1, len(parts) + 1):
+                module = _module_file(".".join(parts[:k]))
+                if module is not None and module not in seen:
+                    todo.append(module)
+    return seen
+
+
+def test_dvc_code_deps_cover_everything_their_rules_import(dvc_stages):
+    """Each stage's code deps are derived from what its rules run: the rule files, the
+    scripts, and every module those import (and the schemas the config module reads)."""
+    from dvc.repo import Repo
+
+    blocks = _rule_blocks()
+    with Repo(str(REPO)) as repo:
+        declared = {s.addressing: [str(PurePosixPath(d.def_path)) for d in s.deps]
+                    for s in repo.index.stages}
+    common = REPO / "workflow" / "rules" / "common.smk"
+    for name, stage in dvc_stages.items():
+        needed: set[Path] = set()
+        for rule in stage["rules"]:
+            if rule not in blocks:
+                continue
+            path, body = blocks[rule]
+            scripts = re.findall(r'script:\n\s+"([^"]+)"', body)
+            files = [path, common] + [(path.parent / s).resolve() for s in scripts]
+            needed |= _code_closure(files)
+        if REPO / "src" / "rbcflow" / "config.py" in needed:
+            needed.add(REPO / "workflow" / "schemas" / "config.schema.yaml")
+        for path in sorted(needed):
+            relative = str(PurePosixPath(path.relative_to(REPO)))
+            if relative == "Snakefile":
+                continue
+            assert any(covers(dep, relative) for dep in declared[name]), (
+                f"DVC stage {name} runs code from {relative} but does not list it in deps"
+            )

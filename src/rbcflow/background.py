@@ -20,29 +20,22 @@ compressed video), and only the frames of one window are held at a time.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-from collections.abc import Callable
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from rbcflow.detect import (
-    DetectParams,
-    background_band,
-    band_mask,
-    blobs_from_mask,
-    difference,
-    smooth,
-)
+from rbcflow.detect import smooth
 from rbcflow.io.atomic import atomic_path
 from rbcflow.io.video import VideoError, open_video
+from rbcflow.params import BACKGROUND_METHODS, BackgroundParams
 
 log = logging.getLogger(__name__)
-
-METHODS = ("median", "mog2", "rolling_median")
 
 
 def _kth_smallest(stack: np.ndarray, k: int) -> np.ndarray:
@@ -83,7 +76,8 @@ def uint8_median(stack: np.ndarray) -> np.ndarray:
     return (lower.astype(np.float32) + upper.astype(np.float32)) / 2
 
 
-def _new_mog2(history: int, var_threshold: float) -> cv2.BackgroundSubtractorMOG2:
+def new_mog2(history: int, var_threshold: float) -> cv2.BackgroundSubtractorMOG2:
+    """A fresh MOG2 model (one per recording and pass, never shared)."""
     # Shadows off: a shadow label (127) has no meaning for transmitted-light cells.
     return cv2.createBackgroundSubtractorMOG2(
         history=int(history), varThreshold=float(var_threshold), detectShadows=False
@@ -129,53 +123,9 @@ class BackgroundModel:
         """The float32 HxW background that applies to ``frame_index``."""
         return self.images[self.index_at(frame_index)]
 
-    def detector(self, params: DetectParams) -> Callable[[np.ndarray, int], np.ndarray]:
-        """A stateful detector for ONE pass over ONE video, frames in increasing order.
-
-        ``median``/``rolling_median``: compares each frame with ``image_at(index)``;
-        frames are smoothed with the blur the background was built with (so both sides
-        of the difference are alike, as in seed 001) unless ``params.blur_sigma`` sets
-        another. ``mog2``: feeds a fresh MOG2 model frame by frame (started from the
-        stored background) and takes its foreground mask; ``threshold`` and ``polarity``
-        do not apply. Returns rows like :func:`rbcflow.detect.detect_blobs`.
-        """
-        if self.method == "mog2":
-            return _Mog2Detector(self, params)
-        return _BandDetector(self, params)
-
-
-class _BandDetector:
-    def __init__(self, model: BackgroundModel, params: DetectParams) -> None:
-        self.model = model
-        self.params = params
-        self.sigma = params.blur_sigma or float(model.params.get("blur_sigma", 0.0))
-        self._bands: dict[int, object] = {}
-
-    def __call__(self, frame: np.ndarray, index: int) -> np.ndarray:
-        k = self.model.index_at(index)
-        band = self._bands.get(k)
-        if band is None:
-            band = self._bands[k] = background_band(self.model.images[k], self.params)
-        raw = band_mask(frame, band, self.sigma)
-        return blobs_from_mask(raw, frame, self.params)
-
-
-class _Mog2Detector:
-    def __init__(self, model: BackgroundModel, params: DetectParams) -> None:
-        self.params = params
-        self.mog2 = _new_mog2(model.params["mog2_history"], model.params["mog2_var_threshold"])
-        start = np.clip(np.rint(model.images[0]), 0, 255).astype(np.uint8)
-        self.mog2.apply(start, learningRate=1.0)
-        self.last = -1
-        self.last_mask: np.ndarray | None = None
-
-    def __call__(self, frame: np.ndarray, index: int) -> np.ndarray:
-        if index <= self.last:
-            raise ValueError(f"MOG2 detector needs frames in increasing order ({index} after "
-                             f"{self.last}); make a new detector for a new pass")
-        self.last = index
-        self.last_mask = self.mog2.apply(frame)
-        return blobs_from_mask(self.last_mask, frame, self.params)
+    def image_u8(self, k: int) -> np.ndarray:
+        """Image ``k`` rounded to grey levels (what clip windows are filled with)."""
+        return np.clip(np.rint(self.images[k]), 0, 255).astype(np.uint8)
 
 
 def _windows(n: int, method: str, rolling_window: int) -> list[tuple[int, int]]:
@@ -197,52 +147,36 @@ def _count_frames(video_path: Path) -> int:
 
 def build_background(
     video_path: str | Path,
-    method: str = "median",
-    n_frames: int = 100,
-    blur_sigma: float = 4.0,
-    mog2_history: int = 100,
-    mog2_var_threshold: float = 10.0,
-    rolling_window: int = 500,
-    seed: int = 0,
+    params: BackgroundParams,
     n_frames_readable: int | None = None,
 ) -> BackgroundModel:
     """Build a recording's background model in one sequential pass.
 
     Parameters
     ----------
-    video_path : path
-    method : {"median", "mog2", "rolling_median"}
-    n_frames : int
-        Frames sampled (per window for ``rolling_median``; fed to MOG2 for ``mog2``).
-    blur_sigma : float
-        Gaussian blur of each sampled frame (seed 001: 4); 0 for none.
-    mog2_history, mog2_var_threshold
-        MOG2 parameters (seed 000: 100 and 10).
-    rolling_window : int
-        Frames per window of ``rolling_median``.
-    seed : int
-        Seed of the frame sample; same seed, same model.
-    n_frames_readable : int, optional
-        Frames to use (from the ingest JSON; excludes a truncated tail). Default: the
-        count the file declares, else a counting pass.
+    video_path : the recording.
+    params : method, frames sampled (per window for ``rolling_median``; fed to MOG2 for
+        ``mog2``), blur of each sampled frame, MOG2 settings, window length and the seed
+        of the frame sample (same seed, same model).
+    n_frames_readable : frames to use (from the ingest JSON; excludes a truncated tail).
+        Default: the count the file declares, else a counting pass.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, not {method!r}")
-    if n_frames < 1:
-        raise ValueError(f"n_frames must be >= 1, not {n_frames}")
+    if params.method not in BACKGROUND_METHODS:
+        raise ValueError(f"method must be one of {BACKGROUND_METHODS}, not {params.method!r}")
     video_path = Path(video_path)
     n = int(n_frames_readable) if n_frames_readable is not None else _count_frames(video_path)
     if n <= 0:
         raise VideoError(f"{video_path}: zero frames")
-    rng = np.random.default_rng(seed)
-    windows = _windows(n, method, rolling_window)
-    picks = [np.sort(rng.choice(np.arange(a, b), size=min(n_frames, b - a), replace=False))
-             for a, b in windows]
+    rng = np.random.default_rng(params.seed)
+    windows = _windows(n, params.method, params.rolling_window)
+    picks = [np.sort(rng.choice(np.arange(a, b), size=min(params.n_frames, b - a),
+                                replace=False)) for a, b in windows]
     wanted = {int(i): w for w, p in enumerate(picks) for i in p}
     last = max(wanted)
 
     images: list[np.ndarray] = []
-    mog2 = _new_mog2(mog2_history, mog2_var_threshold) if method == "mog2" else None
+    mog2 = (new_mog2(params.mog2_history, params.mog2_var_threshold)
+            if params.method == "mog2" else None)
     held: list[np.ndarray] = []
     current = 0
     read = 0
@@ -257,7 +191,7 @@ def build_background(
             if w != current:  # the previous window is complete: reduce it, free its frames
                 images.append(uint8_median(np.stack(held)))
                 held, current = [], w
-            held.append(smooth(frame, blur_sigma).copy())
+            held.append(smooth(frame, params.blur_sigma).copy())
     if read <= last:
         # frames were passed over unread: count them again for the message (error path only)
         with open_video(video_path) as reader:
@@ -268,25 +202,30 @@ def build_background(
         images.append(mog2.getBackgroundImage())
     else:
         images.append(uint8_median(np.stack(held)))
-    params = {
-        "method": method, "n_frames": int(n_frames), "blur_sigma": float(blur_sigma),
-        "mog2_history": int(mog2_history), "mog2_var_threshold": float(mog2_var_threshold),
-        "rolling_window": int(rolling_window), "seed": int(seed), "n_frames_used": n,
-    }
+    record = {**dataclasses.asdict(params), "n_frames_used": n}
     starts = [a for a, _ in windows]
-    log.info("%s: %s background from %d sampled frames (%d image(s))", video_path, method,
-             len(wanted), len(images))
-    return BackgroundModel(method, params, np.stack(images), np.asarray(starts, np.int64))
+    log.info("%s: %s background from %d sampled frames (%d image(s))", video_path,
+             params.method, len(wanted), len(images))
+    return BackgroundModel(params.method, record, np.stack(images), np.asarray(starts, np.int64))
 
 
 def save_background(model: BackgroundModel, path: str | Path) -> None:
-    """Write a model as ``.npz`` (atomically): images, start_frames, params (JSON string)."""
+    """Write a model as ``.npz`` (atomically): images, start_frames, params (JSON string).
+
+    The archive's members carry a fixed date (numpy's ``savez`` stamps the time of
+    writing), so the same model always gives the same bytes and the same DVC hash.
+    """
     params = json.dumps({"method": model.method, **model.params}, sort_keys=True)
+    arrays = {"images": model.images.astype(np.float32),
+              "start_frames": model.start_frames.astype(np.int64),
+              "params": np.array([params])}
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, images=model.images.astype(np.float32),
-                     start_frames=model.start_frames.astype(np.int64),
-                     params=np.array([params]))
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
+            for name, array in arrays.items():
+                member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                with archive.open(member, "w", force_zip64=True) as handle:
+                    np.lib.format.write_array(handle, np.asanyarray(array),
+                                              allow_pickle=False)
 
 
 def load_background(path: str | Path) -> BackgroundModel:
@@ -299,88 +238,3 @@ def load_background(path: str | Path) -> BackgroundModel:
     except (OSError, KeyError, ValueError) as exc:
         raise ValueError(f"{path}: not a background file ({exc})") from exc
     return BackgroundModel(params["method"], params, images, start_frames)
-
-
-def _label(panel: np.ndarray, text: str) -> np.ndarray:
-    bar = np.full((18, panel.shape[1]), 255, np.uint8)
-    cv2.putText(bar, text, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.45, 0, 1, cv2.LINE_AA)
-    return np.vstack([bar, panel])
-
-
-def write_background_qc(
-    video_path: str | Path,
-    model: BackgroundModel,
-    params: DetectParams,
-    out_png: str | Path,
-    frame_index: int | None = None,
-    search_frames: int = 500,
-) -> int:
-    """QC figure in the style of seed 000 Fig. 2A-C, written atomically as PNG.
-
-    Panels, top to bottom: the background; frames overlaid (the frame +- 20 frames,
-    every 5th; per pixel the value farthest from the background), showing the cells'
-    paths; the
-    foreground mask of the frame; the background-subtracted frame (the frame where the
-    mask is set, black elsewhere). Without ``frame_index`` the frame with the largest
-    foreground area among the first ``search_frames`` is shown. Returns the frame shown.
-    """
-    video_path = Path(video_path)
-    if frame_index is None:
-        detect = model.detector(params)
-        best, best_area = 0, -1.0
-        with open_video(video_path) as reader:
-            for index, frame in reader.frames(0, search_frames):
-                area = float(detect(frame, index)[:, 6].sum())
-                if area > best_area:
-                    best, best_area = index, area
-        frame_index = best
-    overlay_at = set(range(max(frame_index - 20, 0), frame_index + 21, 5))
-    detect = model.detector(params)
-    shown = None
-    raw = None
-    overlaid = None
-    with open_video(video_path) as reader:
-        for index, frame in reader.frames(0, frame_index + 21):
-            if index <= frame_index and model.method == "mog2":
-                detect(frame, index)  # MOG2 must see every frame up to the shown one
-                if index == frame_index:
-                    raw = detect.last_mask
-            if index in overlay_at:
-                # Keep, per pixel, the frame value farthest from the background: every
-                # cell's position shows, the static scene stays as it is.
-                current = frame.astype(np.float32)
-                if overlaid is None:
-                    overlaid = current
-                else:
-                    bg = model.image_at(index)
-                    farther = np.abs(current - bg) > np.abs(overlaid - bg)
-                    overlaid = np.where(farther, current, overlaid)
-            if index == frame_index:
-                shown = frame.copy()
-    if shown is None:
-        raise VideoError(f"{video_path}: frame {frame_index} cannot be read for the QC figure")
-    background = model.image_at(frame_index)
-    if raw is None:
-        sigma = params.blur_sigma or float(model.params.get("blur_sigma", 0.0))
-        raw = band_mask(shown, background_band(background, params), sigma)
-    rows, blobs = blobs_from_mask(raw, shown, params, with_masks=True)
-    mask = np.zeros(model.shape, np.uint8)
-    for blob in blobs:
-        h, w = blob.mask.shape
-        mask[blob.y:blob.y + h, blob.x:blob.x + w] |= blob.mask
-    overlaid = np.clip(np.rint(overlaid), 0, 255).astype(np.uint8)
-    subtracted = np.where(mask > 0, shown, 0).astype(np.uint8)
-    evidence = difference(shown, background, params.polarity)
-    panels = [
-        _label(np.clip(np.rint(background), 0, 255).astype(np.uint8),
-               f"background ({model.method})"),
-        _label(overlaid, f"frames {min(overlay_at)}..{max(overlay_at)} overlaid"),
-        _label(mask * 255, f"foreground mask, frame {frame_index}: {len(rows)} blob(s), "
-                           f"max |diff| {float(evidence.max()):.0f}"),
-        _label(subtracted, "background subtracted"),
-    ]
-    figure = np.vstack(panels)
-    with atomic_path(out_png) as tmp:
-        if not cv2.imwrite(str(tmp), figure):
-            raise OSError(f"{out_png}: cannot write PNG")
-    return int(frame_index)

@@ -103,16 +103,43 @@ def simulate(
 
 
 SamplesOption = typer.Option(None, "--samples", help="Sample sheet (else the config's).")
+OutOption = typer.Option(
+    None, "--out", help="Folder of the recording's files (ingest/, background/, tracks/, "
+    "clips/, qc/); default <results>/preprocess/<sample>, where the workflow puts them.")
 
 
-def _recording(config: Path | None, samples: Path | None, sample: str) -> tuple[dict, dict]:
-    """The validated config and the sample sheet row of ``sample``."""
+def _recording(config: Path | None, samples: Path | None, sample: str, out: Path | None):
+    """The validated config, the sample-sheet row, its resolved parameters and output paths."""
+    from rbcflow.params import ParameterError, resolve_chain_params
+    from rbcflow.preprocess import output_paths
+
     cfg = _config(config)
     sheet_path = samples or (Path(cfg["samples"]) if cfg["samples"] else None)
     if sheet_path is None:
         typer.echo("no sample sheet: pass --samples or set `samples` in the config", err=True)
         raise typer.Exit(2)
-    return cfg, _sample_row(sheet_path, sample, cfg)
+    row = {"sample": sample, **_sample_row(sheet_path, sample, cfg)}
+    try:
+        params = resolve_chain_params(cfg, row["fps"], row["um_per_px"])
+    except ParameterError as exc:
+        typer.echo(f"{sheet_path}: sample {sample}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    folder = out or Path(cfg["results"]) / "preprocess" / sample
+    return cfg, row, params, output_paths(folder, sample)
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    typer.echo(str(exc), err=True)
+    return typer.Exit(1)
+
+
+def _ingest_json(paths) -> dict:
+    import json
+
+    if not paths["ingest_json"].exists():
+        typer.echo(f"{paths['ingest_json']}: missing; run `rbcflow ingest` first", err=True)
+        raise typer.Exit(2)
+    return json.loads(paths["ingest_json"].read_text(encoding="utf-8"))
 
 
 @app.command()
@@ -120,27 +147,22 @@ def ingest(
     sample: str = typer.Argument(..., help="Sample name (a row of the sample sheet)."),
     config: Path | None = ConfigOption,
     samples: Path | None = SamplesOption,
-    out_dir: Path | None = typer.Option(
-        None, "--out-dir", help="Folder for <sample>.json and .png (default <results>/ingest)."
-    ),
+    out: Path | None = OutOption,
 ) -> None:
     """Check one recording: metadata JSON (decodable frames, fps, SHA-256), contact sheet."""
     from rbcflow.ingest import ingest_video
     from rbcflow.io.video import VideoError
 
-    cfg, row = _recording(config, samples, sample)
-    out = out_dir or Path(cfg["results"]) / "ingest"
+    cfg, row, params, paths = _recording(config, samples, sample, out)
     try:
         info = ingest_video(
-            row["path"], sample=sample, fps_sheet=row["fps"],
-            out_json=out / f"{sample}.json", out_png=out / f"{sample}.png",
-            allow_truncated=cfg["ingest"]["allow_truncated"],
+            row["path"], sample=sample, fps_sheet=params.fps, out_json=paths["ingest_json"],
+            out_png=paths["contact_sheet"], allow_truncated=cfg["ingest"]["allow_truncated"],
             fps_tolerance=cfg["ingest"]["fps_tolerance"],
         )
     except VideoError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from None
-    typer.echo(f"{out / sample}.json: {info['n_frames']} frames, {info['width']}x"
+        raise _fail(exc) from None
+    typer.echo(f"{paths['ingest_json']}: {info['n_frames']} frames, {info['width']}x"
                f"{info['height']}, truncated={info['truncated']}")
 
 
@@ -149,42 +171,23 @@ def background(
     sample: str = typer.Argument(..., help="Sample name (a row of the sample sheet)."),
     config: Path | None = ConfigOption,
     samples: Path | None = SamplesOption,
-    meta: Path | None = typer.Option(
-        None, help="Ingest JSON, for the decodable frame count (default <results>/ingest)."
-    ),
-    out_dir: Path | None = typer.Option(
-        None, "--out-dir", help="Folder for <sample>.npz, _qc.png (default <results>/background)."
-    ),
+    out: Path | None = OutOption,
 ) -> None:
-    """Build one recording's background model and its QC figure."""
-    import json
-
-    from rbcflow.background import build_background, save_background, write_background_qc
-    from rbcflow.detect import DetectParams
+    """Build one recording's background model and its QC figure (after `rbcflow ingest`)."""
+    from rbcflow.background import build_background, save_background
     from rbcflow.io.video import VideoError
+    from rbcflow.qc import write_background_qc
 
-    cfg, row = _recording(config, samples, sample)
-    meta = meta or Path(cfg["results"]) / "ingest" / f"{sample}.json"
-    n_readable = None
-    if meta.exists():
-        n_readable = json.loads(meta.read_text(encoding="utf-8"))["n_frames"]
-    settings = cfg["background"]
-    out = out_dir or Path(cfg["results"]) / "background"
+    _, row, params, paths = _recording(config, samples, sample, out)
+    meta = _ingest_json(paths)
     try:
-        model = build_background(
-            row["path"], method=settings["method"], n_frames=settings["n_frames"],
-            blur_sigma=settings["blur_sigma"], mog2_history=settings["mog2_history"],
-            mog2_var_threshold=settings["mog2_var_threshold"],
-            rolling_window=settings["rolling_window"], seed=cfg["seed"],
-            n_frames_readable=n_readable,
-        )
-        save_background(model, out / f"{sample}.npz")
-        write_background_qc(row["path"], model, DetectParams(**cfg["detect"]),
-                            out / f"{sample}_qc.png")
+        model = build_background(row["path"], params.background,
+                                 n_frames_readable=meta["n_frames"])
+        save_background(model, paths["background"])
+        write_background_qc(row["path"], model, params.detect, paths["background_qc"])
     except VideoError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from None
-    typer.echo(f"{out / sample}.npz: {settings['method']}, {len(model.images)} image(s)")
+        raise _fail(exc) from None
+    typer.echo(f"{paths['background']}: {model.method}, {len(model.images)} image(s)")
 
 
 @app.command()
@@ -192,32 +195,20 @@ def track(
     sample: str = typer.Argument(..., help="Sample name (a row of the sample sheet)."),
     config: Path | None = ConfigOption,
     samples: Path | None = SamplesOption,
-    background_npz: Path | None = typer.Option(
-        None, "--background", help="Background .npz (default <results>/background)."
-    ),
-    out_dir: Path | None = typer.Option(
-        None, "--out-dir",
-        help="Folder for <sample>.parquet, _tracks.tsv (default <results>/tracks).",
-    ),
+    out: Path | None = OutOption,
 ) -> None:
-    """Detect and track the cells of one recording (tracks table and per-track summary)."""
+    """Detect and track the cells of one recording (after `rbcflow background`)."""
     from rbcflow.io.video import VideoError
     from rbcflow.track import TrackingError, track_video
 
-    cfg, row = _recording(config, samples, sample)
-    background_npz = background_npz or Path(cfg["results"]) / "background" / f"{sample}.npz"
-    out = out_dir or Path(cfg["results"]) / "tracks"
+    _, row, params, paths = _recording(config, samples, sample, out)
     try:
-        summary = track_video(
-            row["path"], background_npz, out / f"{sample}.parquet", out / f"{sample}_tracks.tsv",
-            detect_params=cfg["detect"], track_params=cfg["track"], fps=row["fps"],
-            um_per_px=row["um_per_px"], progress=sys.stderr.isatty(),
-        )
-    except (VideoError, TrackingError) as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from None
+        summary = track_video(row["path"], paths["background"], paths["tracks"],
+                              paths["tracks_summary"], params, progress=sys.stderr.isatty())
+    except (VideoError, TrackingError, ValueError) as exc:
+        raise _fail(exc) from None
     counts = summary["status"].value_counts().to_dict()
-    typer.echo(f"{out / sample}.parquet: {len(summary)} tracks {counts}")
+    typer.echo(f"{paths['tracks']}: {len(summary)} tracks {counts}")
 
 
 @app.command()
@@ -225,37 +216,29 @@ def clips(
     sample: str = typer.Argument(..., help="Sample name (a row of the sample sheet)."),
     config: Path | None = ConfigOption,
     samples: Path | None = SamplesOption,
-    results: Path | None = typer.Option(
-        None, help="Folder holding background/ and tracks/ (default the config's results)."
-    ),
-    out_dir: Path | None = typer.Option(
-        None, "--out-dir", help="Folder for <sample>.h5 and _qc.tsv (default <results>/clips)."
-    ),
+    out: Path | None = OutOption,
 ) -> None:
-    """Cut one recording's clips (one per kept track, or seed 000's frames) into HDF5."""
+    """Cut one recording's clips from its tracks (after `rbcflow track`) into HDF5."""
     from rbcflow.clips import ClipError, cut_clips
     from rbcflow.io.video import VideoError
+    from rbcflow.track import TrackTableError
 
-    cfg, row = _recording(config, samples, sample)
-    res = results or Path(cfg["results"])
-    out = out_dir or res / "clips"
+    _, row, params, paths = _recording(config, samples, sample, out)
+    meta = _ingest_json(paths)
     try:
-        n = cut_clips(
-            row["path"], res / "background" / f"{sample}.npz",
-            res / "tracks" / f"{sample}.parquet", res / "tracks" / f"{sample}_tracks.tsv",
-            out / f"{sample}.h5", out / f"{sample}_qc.tsv", sample_info={"sample": sample, **row},
-            clip_params=cfg["clips"], detect_params=cfg["detect"],
-        )
-    except (VideoError, ClipError) as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from None
-    typer.echo(f"{out / sample}.h5: {n} clips")
+        n = cut_clips(row["path"], paths["background"], paths["tracks"],
+                      paths["tracks_summary"], paths["clips"], paths["clips_qc"],
+                      sample_info=row, params=params, source_sha256=meta["sha256"],
+                      out_qc_record=paths["qc"])
+    except (VideoError, ClipError, TrackTableError) as exc:
+        raise _fail(exc) from None
+    typer.echo(f"{paths['clips']}: {n} clips")
 
 
 @app.command()
 def preprocess(
     video: Path = typer.Argument(..., help="The recording (video file, TIFF, frame folder, cine)."),
-    out: Path = typer.Option(..., "--out", help="Results folder (ingest/, background/, ...)."),
+    out: Path = typer.Option(..., "--out", help="Folder for ingest/, background/, tracks/, ..."),
     config: Path | None = ConfigOption,
     sample: str | None = typer.Option(None, help="Sample name (default: from the file name)."),
     donor: str = typer.Option("unknown"),
@@ -268,6 +251,7 @@ def preprocess(
     """Run ingest, background, tracking and clips on one recording, as the workflow does."""
     from rbcflow.clips import ClipError
     from rbcflow.io.video import VideoError
+    from rbcflow.params import ParameterError
     from rbcflow.preprocess import preprocess_video
     from rbcflow.track import TrackingError
 
@@ -282,10 +266,12 @@ def preprocess(
                 info["fps"] = reader.fps
             if not info["fps"]:
                 raise VideoError(f"{video}: the file declares no frame rate; pass --fps")
-        paths = preprocess_video(video, out, cfg, info)
+        paths = preprocess_video(video, out, cfg, info, progress=sys.stderr.isatty())
+    except ParameterError as exc:
+        typer.echo(f"{video}: {exc}", err=True)
+        raise typer.Exit(2) from None
     except (VideoError, ClipError, TrackingError, ValueError) as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from None
+        raise _fail(exc) from None
     for role, path in paths.items():
         typer.echo(f"{role}: {path}")
 
@@ -298,9 +284,11 @@ def report(
     ),
     results: Path | None = typer.Option(None, help="Results folder (else the config's)."),
     out: Path | None = typer.Option(None, help="Report folder (default <results>/report)."),
+    lock_file: Path | None = typer.Option(
+        Path("requirements/lock.txt"), help="Lock file whose hash the report records."),
 ) -> None:
     """Write Table 1, the figures and the self-contained HTML report from the results."""
-    from rbcflow.report import build_report
+    from rbcflow.report import ReportInputs, build_report
 
     cfg = _config(config)
     sheet_path = samples or Path(cfg["samples"] or Path(cfg["simulate"]["outdir"]) / "samples.tsv")
@@ -311,8 +299,27 @@ def report(
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
     results_dir = results or Path(cfg["results"])
-    html = build_report(results_dir, cfg, sheet, out or results_dir / "report")
+    found = ReportInputs.from_results(
+        results_dir, sheet, [t["name"] for t in cfg["tasks"]], cfg["report"]["pipeline_sample"],
+        lock_file if lock_file is not None and lock_file.is_file() else None)
+    html = build_report(cfg, sheet, found, out or results_dir / "report")
     typer.echo(f"report: {html}")
+
+
+@app.command()
+def runtimes(
+    logs: Path = typer.Argument(Path("logs"), help="Logs folder of a workflow run (`logs`)."),
+) -> None:
+    """Wall time, CPU time and peak memory per rule, from the jobs' benchmark files."""
+    from rbcflow.report.inputs import read_benchmarks
+    from rbcflow.report.tables import runtime_table
+
+    table = runtime_table(read_benchmarks(logs))
+    if table.empty:
+        typer.echo(f"{logs}/benchmarks: no benchmark files (they exist after a run)",
+                   err=True)
+        raise typer.Exit(1)
+    typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
 
 
 def _task(config: dict, name: str) -> dict:

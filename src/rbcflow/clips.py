@@ -4,7 +4,7 @@
 pixels centred on the tracked cell, resized to ``size_px``, at ``n_frames`` frames spread
 evenly over the cell's passage (from the first to the last frame in which the cell is
 wholly in view). With ``mask_outside_cell`` everything outside the cell's blob (grown by
-``MASK_GROW_PX``) is replaced by the background, so the channel walls, which differ
+``mask_grow_px``) is replaced by the background, so the channel walls, which differ
 between chips and sessions, cannot serve as a shortcut (the failure seed 001 reports).
 Where the window reaches past the frame edge it is filled with the background too.
 
@@ -13,15 +13,18 @@ Where the window reaches past the frame edge it is filled with the background to
 overlay (the frame's pixels under the foreground mask, 0 elsewhere), resized by
 ``frame_scale``; one clip per recording (a triggered clip).
 
-Both modes read the recording once, front to back, and stop after the last frame they
-need; only the output array (its size is known from the tracks before reading) and the
-current frame are held in memory.
+Clips are cut either while the recording streams (:class:`TrackClipCollector`, used by the
+chain's single pass: the frames a live track may still need are buffered) or in a second
+pass over the recording from its tracks (:func:`cut_clips`, the ``rbcflow clips`` stage).
+Both cut every clip frame with :func:`clip_frame`, so they write the same file.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import cv2
@@ -29,42 +32,24 @@ import numpy as np
 import pandas as pd
 
 from rbcflow.clipstore import CLIP_TABLE_COLUMNS, write_clip_file
+from rbcflow.detect import Blobs, select_blob
 from rbcflow.io.atomic import atomic_path
-from rbcflow.track import REJECTION_REASONS, read_tracks
+from rbcflow.params import ChainParams, ClipParams
+from rbcflow.track.judge import KEPT, REJECTION_REASONS, FieldOfView, TrackJudge
 
 log = logging.getLogger(__name__)
 
-#: Pixels by which a cell's blob is grown before masking: the thresholded blob misses
-#: the faint outer rim of the cell, which carries its shape.
-MASK_GROW_PX = 2
-CLIP_MODES = ("track", "frame")
-_DEFAULT_CLIP_PARAMS = {
-    "mode": "track", "crop_px": 64, "size_px": 64, "n_frames": 16, "mask_outside_cell": True,
-    "frame_start": 50, "frame_stop": 141, "frame_step": 10, "frame_scale": 1.0,
-    "compression": "none",
-}
+#: Columns of the rows that describe a recording's clips before the sample's own columns
+#: are added (``rbcflow.clipstore.CLIP_TABLE_COLUMNS``).
+CLIP_ROW_COLUMNS = ["track_id", "first_frame", "last_frame", "velocity_mm_s",
+                    "centerline_distance_um", "flight_distance_px"]
+#: Frames the single pass keeps for clips of live tracks (about 120 kB each at 800 x 150);
+#: a kept track that needed an older frame is cut by a second pass over the recording.
+MAX_BUFFER_FRAMES = 2000
 
 
 class ClipError(ValueError):
     """Clip cutting cannot proceed (bad parameters, tracks that disagree with the video)."""
-
-
-def clip_parameters(clip_params: Mapping[str, object] | None) -> dict:
-    """The ``clips:`` config section with defaults filled in and checked."""
-    params = {**_DEFAULT_CLIP_PARAMS, **dict(clip_params or {})}
-    unknown = sorted(set(params) - set(_DEFAULT_CLIP_PARAMS))
-    if unknown:
-        raise ClipError(f"unknown clip parameter(s) {unknown}")
-    if params["mode"] not in CLIP_MODES:
-        raise ClipError(f"clip mode must be one of {CLIP_MODES}, got {params['mode']!r}")
-    for key in ("crop_px", "size_px", "n_frames", "frame_step"):
-        if int(params[key]) < 1:
-            raise ClipError(f"clips.{key} must be >= 1, got {params[key]}")
-    if params["frame_stop"] <= params["frame_start"]:
-        raise ClipError("clips.frame_stop must be greater than clips.frame_start")
-    if not 0 < float(params["frame_scale"]) <= 1:
-        raise ClipError("clips.frame_scale must be in (0, 1]")
-    return params
 
 
 def sample_times(first: int, last: int, n: int) -> np.ndarray:
@@ -114,27 +99,195 @@ def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
+def clip_frame(frame: np.ndarray, bg: np.ndarray, blobs: Blobs | None, x: float, y: float,
+               crop: int, size: int, grow_px: int) -> np.ndarray:
+    """One time step of a track clip: the window around (x, y), resized to ``size``.
+
+    With ``blobs`` (the frame's blobs), everything outside the cell's blob (the one
+    containing (x, y), else the nearest within half a window, grown by ``grow_px``) is
+    replaced by the background ``bg`` (uint8).
+    """
+    x, y = float(x), float(y)  # numpy scalars would slow every step below
+    if blobs is None:
+        return _resize(crop_window(frame, bg, x, y, crop), (size, size))
+    # the background's window, with the cell's (grown) blob copied in from the frame
+    # (outside the frame the window is background either way)
+    window = crop_window(bg, bg, x, y, crop)
+    b = select_blob(blobs, x, y)
+    if b is not None and np.hypot(blobs.detections["x"][b] - x,
+                                  blobs.detections["y"][b] - y) <= crop / 2:
+        keep = _grown_window(blobs.masks[b], frame.shape, x, y, crop, grow_px)
+        x0, y0, xa, ya, xb, yb = _window_bounds(frame.shape, x, y, crop)
+        if xb - xa == crop and yb - ya == crop:  # wholly inside: one masked copy
+            cv2.copyTo(frame[ya:yb, xa:xb], keep, window)
+        elif xb > xa and yb > ya:
+            inner = (slice(ya - y0, yb - y0), slice(xa - x0, xb - x0))
+            np.copyto(window[inner], frame[ya:yb, xa:xb], where=keep[inner] > 0)
+    return _resize(window, (size, size))
+
+
+@functools.lru_cache(maxsize=4)
+def _grow_kernel(g: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * g + 1,) * 2)
+
+
+def _grown_window(blob, shape: tuple[int, int], x: float, y: float, crop: int, g: int
+                  ) -> np.ndarray:
+    """The blob's mask grown by ``g`` pixels (inside the frame), on the crop window.
+
+    Equals growing the blob on a whole-frame mask and cutting the window out of it, but
+    grows the blob's own box (plus the growth margin) only.
+    """
+    height, width = shape
+    x0, y0, *_ = _window_bounds(shape, x, y, crop)
+    out = np.zeros((crop, crop), np.uint8)
+    h, w = blob.mask.shape
+    gx0, gy0 = blob.x - g, blob.y - g  # corner of the grown box
+    # the grown box's part inside the window and the frame (outside it nothing grows)
+    xa, ya = max(x0, gx0, 0), max(y0, gy0, 0)
+    xb, yb = min(x0 + crop, blob.x + w + g, width), min(y0 + crop, blob.y + h + g, height)
+    if xb <= xa or yb <= ya:
+        return out
+    grown = cv2.dilate(cv2.copyMakeBorder(blob.mask, g, g, g, g, cv2.BORDER_CONSTANT, value=0),
+                       _grow_kernel(g))
+    out[ya - y0 : yb - y0, xa - x0 : xb - x0] = grown[ya - gy0 : yb - gy0, xa - gx0 : xb - gx0]
+    return out
+
+
+def _passage_clip(frames_at, positions, params: ClipParams) -> tuple[np.ndarray, int, int]:
+    """A track clip from the frames in which the cell is wholly in view.
+
+    ``positions`` is ``(frames, xs, ys)`` of those detections; ``frames_at(t)`` gives
+    ``(frame, background, blobs or None)`` of frame ``t``. Returns the clip, its first and
+    last frame.
+    """
+    f, xs, ys = positions
+    times = sample_times(int(f[0]), int(f[-1]), params.n_frames)
+    cx, cy = np.interp(times, f, xs), np.interp(times, f, ys)
+    clip = np.empty((params.n_frames, params.size_px, params.size_px), np.uint8)
+    for t in range(params.n_frames):
+        frame, bg, blobs = frames_at(int(times[t]))
+        clip[t] = clip_frame(frame, bg, blobs if params.mask_outside_cell else None, cx[t],
+                             cy[t], params.crop_px, params.size_px, params.mask_grow_px)
+    return clip, int(f[0]), int(f[-1])
+
+
+class _Passage:
+    """Where a live track's cell was wholly in view: frames and centroids."""
+
+    __slots__ = ("frames", "xs", "ys")
+
+    def __init__(self) -> None:
+        self.frames: list[int] = []
+        self.xs: list[float] = []
+        self.ys: list[float] = []
+
+
+class TrackClipCollector:
+    """Cuts track clips while the recording streams (the chain's single pass).
+
+    The frames a live track that may still be kept will need (from its first frame wholly
+    in view on) are buffered with their blobs; when the track ends and the judge keeps it,
+    its clip is cut from the buffer. A kept track whose first needed frame has already left
+    the buffer (one longer than ``max_buffer`` frames) is listed in :attr:`second_pass`.
+    """
+
+    def __init__(self, params: ClipParams, judge: TrackJudge,
+                 max_buffer: int | None = None) -> None:
+        self.params = params
+        self.judge = judge
+        self.max_buffer = MAX_BUFFER_FRAMES if max_buffer is None else max_buffer
+        self.clips: dict[int, tuple[np.ndarray, int, int]] = {}
+        self.second_pass: set[int] = set()
+        self._live: dict[int, _Passage] = {}
+        self._buffer: deque = deque()  # (index, frame, background u8, blobs), oldest first
+
+    def end_tracks(self, track_ids: Iterable[int]) -> None:
+        """Cut the clips of the given tracks that the judge keeps."""
+        for tid in list(track_ids):
+            passage = self._live.pop(tid, None)
+            if passage is None or self.judge.status(tid) != KEPT:
+                continue
+            start = self._buffer[0][0] if self._buffer else None
+            times = sample_times(passage.frames[0], passage.frames[-1], self.params.n_frames)
+            if start is None or int(times[0]) < start:
+                self.second_pass.add(tid)
+                continue
+
+            def frames_at(index: int, start: int = start) -> tuple:
+                return self._buffer[index - start][1:]
+
+            positions = (np.asarray(passage.frames), np.asarray(passage.xs),
+                         np.asarray(passage.ys))
+            self.clips[tid] = _passage_clip(frames_at, positions, self.params)
+
+    def add_frame(self, index: int, frame: np.ndarray, background_u8: np.ndarray,
+                  detections: np.ndarray, ids: np.ndarray, inside: list[bool],
+                  clip_blobs: Blobs) -> None:
+        """Record one frame's linked detections and buffer the frame if a track needs it.
+
+        ``detections`` are the tracker's (aligned with ``ids`` and ``inside``);
+        ``clip_blobs`` the blobs the clip masks are cut from (the same under the band
+        rule, the band rule's under MOG2).
+        """
+        if len(ids):
+            xs, ys = detections["x"].tolist(), detections["y"].tolist()
+            for tid, is_inside, x, y in zip(ids.tolist(), inside, xs, ys, strict=True):
+                if tid < 0:
+                    continue
+                passage = self._live.get(tid)
+                if passage is None:
+                    passage = self._live[tid] = _Passage()
+                if is_inside:
+                    passage.frames.append(index)
+                    passage.xs.append(x)
+                    passage.ys.append(y)
+        need = index + 1
+        for tid, passage in self._live.items():
+            if passage.frames and self.judge.may_be_kept(tid):
+                need = min(need, passage.frames[0])
+        if need > index:
+            self._buffer.clear()
+            return
+        self._buffer.append((index, frame, background_u8,
+                             clip_blobs if self.params.mask_outside_cell else None))
+        while self._buffer and (self._buffer[0][0] < need
+                                or len(self._buffer) > self.max_buffer):
+            self._buffer.popleft()
+
+    def finish(self) -> None:
+        """End every track still alive (the recording is over)."""
+        self.end_tracks(list(self._live))
+        self._buffer.clear()
+
+
 def plan_track_clips(
     table: pd.DataFrame,
     summary: pd.DataFrame,
-    frame_size: tuple[int, int],
+    view: FieldOfView,
     n_frames: int,
-    border_margin_px: int,
+    track_ids: Iterable[int] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Which frames each kept track's clip uses, and where the cell is in each.
 
+    Parameters
+    ----------
+    table, summary : the recording's tracks table and per-track summary.
+    view : the field of view (only detections wholly in view place a clip frame).
+    n_frames : frames per clip.
+    track_ids : plan only these kept tracks (default: all kept tracks).
+
     Returns
     -------
-    plan : one row per (clip, time step): ``slot`` (row of the clip in the file),
-        ``t``, ``frame``, ``x``, ``y`` (interpolated over missed frames).
-    clips : one row per clip: ``track_id``, ``first_frame``, ``last_frame`` and the
-        summary's velocity and distances.
+    plan : one row per (clip, time step): ``slot`` (row of the clip in the output),
+        ``t``, ``frame``, ``x``, ``y`` (interpolated over missed frames), sorted by frame.
+    clips : one row per clip (``CLIP_ROW_COLUMNS``), in order of entry frame.
     """
-    from rbcflow.track import inside_mask
-
-    kept = summary[summary["status"] == "kept"].sort_values("entry_frame", kind="stable")
+    kept = summary[summary["status"] == KEPT].sort_values("entry_frame", kind="stable")
+    if track_ids is not None:
+        kept = kept[kept["track_id"].isin(list(track_ids))]
     table = table[table["track_id"].isin(kept["track_id"])]
-    table = table[inside_mask(table, frame_size, border_margin_px)]
+    table = table[view.inside_mask(table)]
     # one sort for all tracks (by track, then frame), then each track is a slice
     tid = table["track_id"].to_numpy()
     order = np.lexsort((table["frame"].to_numpy(), tid))
@@ -145,317 +298,165 @@ def plan_track_clips(
     starts = np.concatenate([[0], bounds]) if tid.size else bounds
     stops = np.concatenate([bounds, [tid.size]]) if tid.size else bounds
     spans = {int(tid[a]): (int(a), int(b)) for a, b in zip(starts, stops, strict=True)}
-    plan_parts, clip_rows = [], []
-    columns = ("track_id", "velocity_mm_s", "centerline_distance_um", "flight_distance_px")
-    for track_id, velocity, distance, flight in zip(
-            *(kept[c].to_numpy() for c in columns), strict=True):
-        a, b = spans.get(int(track_id), (0, 0))
+    plan_parts, rows = [], []
+    for _, track in kept.iterrows():
+        a, b = spans.get(int(track["track_id"]), (0, 0))
         if b - a < 2:
             continue
         f = frames[a:b]
         times = sample_times(int(f[0]), int(f[-1]), n_frames)
-        slot = len(clip_rows)
-        plan_parts.append((np.full(n_frames, slot, np.int64), np.arange(n_frames), times,
+        plan_parts.append((np.full(n_frames, len(rows), np.int64), np.arange(n_frames), times,
                            np.interp(times, f, xs[a:b]), np.interp(times, f, ys[a:b])))
-        clip_rows.append({
-            "track_id": int(track_id), "first_frame": int(f[0]),
-            "last_frame": int(f[-1]), "velocity_mm_s": float(velocity),
-            "centerline_distance_um": float(distance),
-            "flight_distance_px": float(flight),
-        })
+        rows.append(clip_row(track, int(f[0]), int(f[-1])))
+    names = ("slot", "t", "frame", "x", "y")
     plan = (pd.DataFrame({name: np.concatenate([p[k] for p in plan_parts])
-                          for k, name in enumerate(("slot", "t", "frame", "x", "y"))})
-            if plan_parts else pd.DataFrame(columns=["slot", "t", "frame", "x", "y"]))
+                          for k, name in enumerate(names)})
+            if plan_parts else pd.DataFrame(columns=list(names)))
     plan = plan.sort_values(["frame", "slot", "t"], kind="stable").reset_index(drop=True)
-    return plan, pd.DataFrame(clip_rows, columns=[
-        "track_id", "first_frame", "last_frame", "velocity_mm_s", "centerline_distance_um",
-        "flight_distance_px"])
+    return plan, pd.DataFrame(rows, columns=CLIP_ROW_COLUMNS)
 
 
-_GROW_KERNEL = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * MASK_GROW_PX + 1,) * 2)
+def clip_row(track: Mapping, first_frame: int, last_frame: int) -> dict:
+    """The clip-table row of one kept track (its summary row) cut from these frames."""
+    return {"track_id": int(track["track_id"]), "first_frame": first_frame,
+            "last_frame": last_frame, "velocity_mm_s": float(track["velocity_mm_s"]),
+            "centerline_distance_um": float(track["centerline_distance_um"]),
+            "flight_distance_px": float(track["flight_distance_px"])}
 
 
-def _grown(mask: np.ndarray) -> np.ndarray:
-    return cv2.dilate(mask, _GROW_KERNEL)
+def cut_track_clips(reader, background, segmenter, plan: pd.DataFrame, n_clips: int,
+                    params: ClipParams) -> np.ndarray:
+    """Cut planned clips in one pass over ``reader``; returns (N, T, S, S) uint8.
 
-
-def clip_frame(frame: np.ndarray, bg: np.ndarray, blobs, rows, x: float, y: float,
-               crop: int, size: int) -> np.ndarray:
-    """One time step of a track clip: the window around (x, y), resized to ``size``.
-
-    With ``blobs`` (the frame's blobs and their ``rows``), everything outside the cell's
-    blob (the one containing (x, y), else the nearest within half a window, grown by
-    ``MASK_GROW_PX``) is replaced by the background ``bg`` (uint8).
+    ``segmenter`` gives the blobs of the clip masks (``rbcflow.segment.BandSegmenter``).
     """
-    from rbcflow.detect import select_blob
-
-    x, y = float(x), float(y)  # numpy scalars would slow every step below
-    if blobs is None:
-        return _resize(crop_window(frame, bg, x, y, crop), (size, size))
-    # the background's window, with the cell's (grown) blob copied in from the frame
-    # (outside the frame the window is background either way)
-    window = crop_window(bg, bg, x, y, crop)
-    b = select_blob(blobs, rows, x, y)
-    if b is not None and np.hypot(rows[b, 0] - x, rows[b, 1] - y) <= crop / 2:
-        keep = _grown_window(blobs[b], frame.shape, x, y, crop)
-        x0, y0, xa, ya, xb, yb = _window_bounds(frame.shape, x, y, crop)
-        if xb - xa == crop and yb - ya == crop:  # wholly inside: one masked copy
-            cv2.copyTo(frame[ya:yb, xa:xb], keep, window)
-        elif xb > xa and yb > ya:
-            inner = (slice(ya - y0, yb - y0), slice(xa - x0, xb - x0))
-            np.copyto(window[inner], frame[ya:yb, xa:xb], where=keep[inner] > 0)
-    return _resize(window, (size, size))
-
-
-def _grown_window(blob, shape: tuple[int, int], x: float, y: float, crop: int) -> np.ndarray:
-    """The blob's mask grown by ``MASK_GROW_PX`` (inside the frame), on the crop window.
-
-    Equals growing the blob on a whole-frame mask and cutting the window out of it, but
-    grows the blob's own box (plus the growth margin) only.
-    """
-    height, width = shape
-    g = MASK_GROW_PX
-    x0, y0, *_ = _window_bounds(shape, x, y, crop)
-    out = np.zeros((crop, crop), np.uint8)
-    h, w = blob.mask.shape
-    gx0, gy0 = blob.x - g, blob.y - g  # corner of the grown box
-    # the grown box's part inside the window and the frame (outside it nothing grows)
-    xa, ya = max(x0, gx0, 0), max(y0, gy0, 0)
-    xb, yb = min(x0 + crop, blob.x + w + g, width), min(y0 + crop, blob.y + h + g, height)
-    if xb <= xa or yb <= ya:
-        return out
-    grown = _grown(cv2.copyMakeBorder(blob.mask, g, g, g, g, cv2.BORDER_CONSTANT, value=0))
-    out[ya - y0 : yb - y0, xa - x0 : xb - x0] = grown[ya - gy0 : yb - gy0, xa - gx0 : xb - gx0]
-    return out
-
-
-def cut_track_clips(
-    reader,
-    background,
-    plan: pd.DataFrame,
-    n_clips: int,
-    params: Mapping[str, object],
-    detect_params,
-) -> np.ndarray:
-    """Cut the planned crops in one pass over ``reader``; returns (N, T, S, S) uint8."""
-    from rbcflow.detect import background_band, band_mask, blobs_from_mask
-
-    crop, size, n_t = int(params["crop_px"]), int(params["size_px"]), int(params["n_frames"])
-    mask_cells = bool(params["mask_outside_cell"])
+    size, n_t = params.size_px, params.n_frames
     out = np.zeros((n_clips, n_t, size, size), dtype=np.uint8)
     if plan.empty:
         return out
     frames = plan["frame"].to_numpy()
     slots, ts = plan["slot"].to_numpy(), plan["t"].to_numpy()
     xs, ys = plan["x"].to_numpy(), plan["y"].to_numpy()
-    first, last = int(frames[0]), int(frames[-1])
-    pos = 0
-    seen = set()
-    # the masks must be the blobs the tracker saw: same band, same blur of the frame
-    sigma = detect_params.blur_sigma or float(background.params.get("blur_sigma", 0.0))
-    bands: dict[int, object] = {}
-    bg_u8: dict[int, np.ndarray] = {}
-    for index, frame in reader.frames(first, last + 1, only=set(frames.tolist())):
+    pos, cut = 0, 0
+    background_u8: dict[int, np.ndarray] = {}
+    for index, frame in reader.frames(int(frames[0]), int(frames[-1]) + 1,
+                                      only=set(frames.tolist())):
         if pos >= len(frames):
             break
         if frames[pos] != index:
             continue
         stop = int(np.searchsorted(frames, index, side="right"))
-        k_bg = background.index_at(index)
-        if k_bg not in bg_u8:
-            bg_u8[k_bg] = np.clip(np.rint(background.images[k_bg]), 0, 255).astype(np.uint8)
-        bg = bg_u8[k_bg]
-        if mask_cells:
-            if k_bg not in bands:
-                bands[k_bg] = background_band(background.images[k_bg], detect_params)
-            rows, blobs = blobs_from_mask(band_mask(frame, bands[k_bg], sigma), frame,
-                                          detect_params, with_masks=True)
-        for k in range(pos, stop):
-            out[slots[k], ts[k]] = clip_frame(frame, bg, blobs if mask_cells else None,
-                                              rows if mask_cells else None, xs[k], ys[k],
-                                              crop, size)
-            seen.add((int(slots[k]), int(ts[k])))
+        k = background.index_at(index)
+        if k not in background_u8:
+            background_u8[k] = background.image_u8(k)
+        blobs = segmenter.blobs(frame, index) if params.mask_outside_cell else None
+        for j in range(pos, stop):
+            out[slots[j], ts[j]] = clip_frame(frame, background_u8[k], blobs, xs[j], ys[j],
+                                              params.crop_px, size, params.mask_grow_px)
+        cut += stop - pos
         pos = stop
-    if len(seen) < len(frames):
-        missing = sorted({int(frames[k]) for k in range(len(frames))
-                          if (int(slots[k]), int(ts[k])) not in seen})
+    if cut < len(frames):
+        missing = sorted({int(f) for f in frames[pos:]})
         raise ClipError(f"{reader.path}: frame(s) {missing[:5]} of the tracks could not be read")
     return out
 
 
-def frame_wanted(params: Mapping[str, object]) -> list[int]:
-    """Frames of a ``frame``-mode clip."""
-    return list(range(int(params["frame_start"]), int(params["frame_stop"]),
-                      int(params["frame_step"])))
-
-
-def frame_overlay(frame: np.ndarray, background: np.ndarray, scale: float, detect_params
-                  ) -> np.ndarray:
-    """One frame of a ``frame``-mode clip: the frame under its foreground mask, resized."""
-    from rbcflow.detect import foreground_mask
-
-    mask = foreground_mask(frame, background, detect_params)
-    overlay = cv2.bitwise_and(frame, frame, mask=mask)
+def frame_overlay(frame: np.ndarray, blobs: Blobs, scale: float) -> np.ndarray:
+    """One frame of a ``frame``-mode clip: the frame under its cells' masks, resized."""
+    overlay = cv2.bitwise_and(frame, frame, mask=blobs.mask_image(frame.shape))
     if scale != 1.0:
         size = (max(1, round(frame.shape[1] * scale)), max(1, round(frame.shape[0] * scale)))
         overlay = _resize(overlay, size)
     return overlay
 
 
-def cut_frame_clip(reader, background, params: Mapping[str, object], detect_params
-                   ) -> np.ndarray | None:
-    """Seed 000's clip: foreground overlay of whole frames; None if the video is too short."""
-    wanted = frame_wanted(params)
-    scale = float(params["frame_scale"])
-    clip = None
-    got = 0
-    for index, frame in reader.frames(wanted[0], wanted[-1] + 1, only=set(wanted)):
-        if index not in wanted:
-            continue
-        overlay = frame_overlay(frame, background.image_at(index), scale, detect_params)
-        if clip is None:
-            clip = np.zeros((len(wanted), *overlay.shape), dtype=np.uint8)
-        clip[wanted.index(index)] = overlay
-        got += 1
-    return clip if got == len(wanted) else None
+class FrameClipCollector:
+    """Collects the overlays of a ``frame``-mode clip while the recording streams."""
+
+    def __init__(self, params: ClipParams) -> None:
+        self.params = params
+        self.wanted = params.frame_numbers
+        self._wanted = set(self.wanted)
+        self.overlays: dict[int, np.ndarray] = {}
+
+    def add_frame(self, index: int, frame: np.ndarray, blobs: Blobs) -> None:
+        if index in self._wanted:
+            self.overlays[index] = frame_overlay(frame, blobs, self.params.frame_scale)
+
+    def clip(self) -> np.ndarray | None:
+        """(T, H, W) uint8, or None when the recording ended before the last wanted frame."""
+        if len(self.overlays) < len(self.wanted):
+            return None
+        return np.stack([self.overlays[i] for i in self.wanted])
 
 
-def _qc_table(summary: pd.DataFrame, extra: Mapping[str, int]) -> pd.DataFrame:
+def frame_mode_output(clip: np.ndarray | None, summary: pd.DataFrame, params: ClipParams,
+                      extra: dict[str, int], frame_size: tuple[int, int]
+                      ) -> tuple[np.ndarray, pd.DataFrame]:
+    """The clips array and clip rows of ``frame`` mode (none when the video is too short).
+
+    The clip's ``track_id`` is the one kept track seen in the frame window, or -1 when
+    there are none or several (then velocity and distances are the mean over the kept
+    tracks in the window, NaN when none).
+    """
+    start, stop = params.frame_start, params.frame_stop - 1
+    kept = summary[(summary["status"] == KEPT) & (summary["entry_frame"] <= stop)
+                   & (summary["exit_frame"] >= start)]
+    row = {"track_id": int(kept["track_id"].iloc[0]) if len(kept) == 1 else -1,
+           "first_frame": start, "last_frame": stop}
+    for column in ("velocity_mm_s", "centerline_distance_um", "flight_distance_px"):
+        row[column] = float(kept[column].mean()) if len(kept) else float("nan")
+    rows = pd.DataFrame([row], columns=CLIP_ROW_COLUMNS)
+    if clip is not None:
+        return clip[None], rows
+    extra["video_too_short"] = 1
+    scale = params.frame_scale
+    clips = np.zeros((0, len(params.frame_numbers), max(1, round(frame_size[1] * scale)),
+                      max(1, round(frame_size[0] * scale))), dtype=np.uint8)
+    return clips, rows.iloc[:0]
+
+
+def track_mode_output(summary: pd.DataFrame, clips: Mapping[int, tuple[np.ndarray, int, int]],
+                      params: ClipParams) -> tuple[np.ndarray, pd.DataFrame]:
+    """The clips array and clip rows of ``track`` mode, in order of entry frame."""
+    kept = summary[summary["status"] == KEPT].sort_values("entry_frame", kind="stable")
+    arrays, rows = [], []
+    for _, track in kept.iterrows():
+        tid = int(track["track_id"])
+        if tid in clips:
+            clip, first, last = clips[tid]
+            arrays.append(clip)
+            rows.append(clip_row(track, first, last))
+    out = (np.stack(arrays) if arrays else
+           np.zeros((0, params.n_frames, params.size_px, params.size_px), dtype=np.uint8))
+    return out, pd.DataFrame(rows, columns=CLIP_ROW_COLUMNS)
+
+
+def qc_table(summary: pd.DataFrame, extra: Mapping[str, int]) -> pd.DataFrame:
+    """Tracks per rejection reason, extra reasons, and ``kept`` (the tracks clipped)."""
     counts = summary["status"].value_counts() if len(summary) else pd.Series(dtype=int)
     rows = [{"reason": r, "count": int(counts.get(r, 0))} for r in REJECTION_REASONS]
     rows += [{"reason": r, "count": int(c)} for r, c in extra.items()]
-    rows.append({"reason": "kept", "count": int(counts.get("kept", 0))})
+    rows.append({"reason": KEPT, "count": int(counts.get(KEPT, 0))})
     return pd.DataFrame(rows, columns=["reason", "count"])
 
 
-def cut_clips(
-    video_path: str | Path,
-    background_npz: str | Path,
-    tracks_parquet: str | Path,
-    tracks_summary_tsv: str | Path,
-    out_h5: str | Path,
-    out_qc_tsv: str | Path,
-    sample_info: Mapping[str, object],
-    clip_params: Mapping[str, object],
-    detect_params: Mapping[str, object],
-    source_sha256: str | None = None,
-) -> int:
-    """Cut the clips of one recording into its HDF5 clip file; returns the clip count.
-
-    Parameters
-    ----------
-    video_path, background_npz, tracks_parquet, tracks_summary_tsv : inputs (the
-        recording, its background, its tracks table and track summary).
-    out_h5 : clip file (``rbcflow.clipstore`` layout), written atomically.
-    out_qc_tsv : tracks per rejection reason (``reason``, ``count``); ``kept`` counts
-        the tracks that became clips.
-    sample_info : the sample-sheet row (``sample``, ``donor``, ``condition``, ``focus``,
-        ``session``, ...).
-    clip_params : the ``clips:`` config section.
-    detect_params : the ``detect:`` config section (the cell masks).
-    source_sha256 : SHA-256 of the recording if already known (else computed).
-
-    Notes
-    -----
-    In ``frame`` mode the clip's ``track_id`` is the one kept track seen in the frame
-    window, or -1 when there are none or several (then velocity and distances are the
-    mean over the kept tracks in the window, NaN when none).
-    """
-    from rbcflow.background import load_background
-    from rbcflow.detect import DetectParams
-    from rbcflow.io.video import open_video
-
-    params = clip_parameters(clip_params)
-    detect = DetectParams(**dict(detect_params))
-    table, meta = read_tracks(tracks_parquet)
-    summary = pd.read_csv(tracks_summary_tsv, sep="\t")
-    background = load_background(background_npz)
-    extra: dict[str, int] = {}
-    with open_video(video_path) as reader:
-        frame_size = tuple(meta.get("frame_size") or (reader.width, reader.height))
-        if tuple(frame_size) != (reader.width, reader.height):
-            raise ClipError(f"{tracks_parquet}: tracks were made on {frame_size[0]}x"
-                            f"{frame_size[1]} frames, {video_path} is "
-                            f"{reader.width}x{reader.height}")
-        if params["mode"] == "track":
-            margin = int(meta.get("track", {}).get("border_margin_px", 2))
-            plan, clip_rows = plan_track_clips(table, summary, frame_size,
-                                               int(params["n_frames"]), margin)
-            clips = cut_track_clips(reader, background, plan, len(clip_rows), params, detect)
-        else:
-            clip = cut_frame_clip(reader, background, params, detect)
-            clips, clip_rows = frame_mode_output(clip, summary, params, extra,
-                                                 (reader.width, reader.height))
-    return write_clip_outputs(out_h5, out_qc_tsv, clips, clip_rows, summary, extra, sample_info,
-                              params, detect_params, meta.get("track", {}), video_path,
-                              source_sha256)
-
-
-def frame_mode_output(clip: np.ndarray | None, summary: pd.DataFrame,
-                      params: Mapping[str, object], extra: dict[str, int],
-                      frame_size: tuple[int, int]) -> tuple[np.ndarray, pd.DataFrame]:
-    """The clips array and clip rows of ``frame`` mode (none when the video is too short)."""
-    clip_rows = _frame_clip_row(summary, params)
-    if clip is not None:
-        return clip[None], clip_rows
-    extra["video_too_short"] = 1
-    scale = float(params["frame_scale"])
-    n_t = len(frame_wanted(params))
-    clips = np.zeros((0, n_t, max(1, round(frame_size[1] * scale)),
-                      max(1, round(frame_size[0] * scale))), dtype=np.uint8)
-    return clips, clip_rows.iloc[:0]
-
-
-def write_clip_outputs(
-    out_h5: str | Path,
-    out_qc_tsv: str | Path,
-    clips: np.ndarray,
-    clip_rows: pd.DataFrame,
-    summary: pd.DataFrame,
-    extra: Mapping[str, int],
-    sample_info: Mapping[str, object],
-    params: Mapping[str, object],
-    detect_params: Mapping[str, object],
-    track_params: Mapping[str, object],
-    video_path: str | Path,
-    source_sha256: str | None,
-) -> int:
+def write_clip_outputs(out_h5: str | Path, out_qc_tsv: str | Path, clips: np.ndarray,
+                       clip_rows: pd.DataFrame, qc: pd.DataFrame,
+                       sample_info: Mapping[str, object], params: ChainParams,
+                       source_sha256: str) -> int:
     """Write the clip file and the QC table of one recording; returns the clip count."""
-    from rbcflow.ingest import sha256_recording
-
     sample = str(sample_info["sample"])
-    table_out = _clip_table(clip_rows, sample_info, sample)
-    attrs = {
-        "source_sha256": source_sha256 or sha256_recording(video_path),
-        "source_path": str(video_path),
-        "sample": sample,
-        "params": {"clips": dict(params), "detect": dict(detect_params),
-                   "track": dict(track_params)},
-    }
-    write_clip_file(out_h5, clips, table_out, attrs=attrs, compression=str(params["compression"]),
+    table = _clip_table(clip_rows, sample_info, sample)
+    attrs = {"source_sha256": source_sha256, "sample": sample, "params": params.as_dict(),
+             "pipeline_id": params.pipeline_id}
+    write_clip_file(out_h5, clips, table, attrs=attrs, compression=params.clips.compression,
                     clip_shape=tuple(clips.shape[1:]))
-    qc = _qc_table(summary, extra)
     with atomic_path(out_qc_tsv) as tmp:
         qc.to_csv(tmp, sep="\t", index=False)
-    log.info("%s: %d clips (%s)", sample, len(table_out),
+    log.info("%s: %d clips (%s)", sample, len(table),
              ", ".join(f"{r} {c}" for r, c in zip(qc["reason"], qc["count"], strict=True)))
-    return len(table_out)
-
-
-def _frame_clip_row(summary: pd.DataFrame, params: Mapping[str, object]) -> pd.DataFrame:
-    start, stop = int(params["frame_start"]), int(params["frame_stop"]) - 1
-    kept = summary[(summary["status"] == "kept") & (summary["entry_frame"] <= stop)
-                   & (summary["exit_frame"] >= start)]
-    row = {
-        "track_id": int(kept["track_id"].iloc[0]) if len(kept) == 1 else -1,
-        "first_frame": start, "last_frame": stop,
-        "velocity_mm_s": float(kept["velocity_mm_s"].mean()) if len(kept) else float("nan"),
-        "centerline_distance_um": (float(kept["centerline_distance_um"].mean())
-                                   if len(kept) else float("nan")),
-        "flight_distance_px": (float(kept["flight_distance_px"].mean())
-                               if len(kept) else float("nan")),
-    }
-    return pd.DataFrame([row])
+    return len(table)
 
 
 def _clip_table(rows: pd.DataFrame, info: Mapping[str, object], sample: str) -> pd.DataFrame:
@@ -474,3 +475,75 @@ def _clip_table(rows: pd.DataFrame, info: Mapping[str, object], sample: str) -> 
         "flight_distance_px": rows["flight_distance_px"].to_numpy(dtype=np.float64),
     })
     return table[list(CLIP_TABLE_COLUMNS)]
+
+
+def cut_clips(
+    video_path: str | Path,
+    background_npz: str | Path,
+    tracks_parquet: str | Path,
+    tracks_summary_tsv: str | Path,
+    out_h5: str | Path,
+    out_qc_tsv: str | Path,
+    sample_info: Mapping[str, object],
+    params: ChainParams,
+    source_sha256: str,
+    out_qc_record: str | Path | None = None,
+) -> int:
+    """Cut one recording's clips from its tracks in a second pass (``rbcflow clips``).
+
+    Writes the same clip file and QC table as the chain's single pass, and with
+    ``out_qc_record`` its QC record (``rbcflow.qc``). The tracks must have been made with
+    the same detection and tracking parameters (checked: the masks of the clips are the
+    tracker's blobs). Returns the clip count.
+    """
+    from rbcflow.background import load_background
+    from rbcflow.io.video import open_video
+    from rbcflow.segment import BandSegmenter, make_segmenter
+    from rbcflow.track import read_summary, read_tracks
+
+    table, meta = read_tracks(tracks_parquet)
+    differences = params.matches(meta.get("params") or {}, sections=("detect", "track"))
+    if differences:
+        raise ClipError(f"{tracks_parquet}: made with other parameters than the clips "
+                        f"would be cut with: {'; '.join(differences)}")
+    summary = read_summary(tracks_summary_tsv)
+    background = load_background(background_npz)
+    extra: dict[str, int] = {}
+    with open_video(video_path) as reader:
+        frame_size = (reader.width, reader.height)
+        if tuple(meta.get("frame_size") or frame_size) != frame_size:
+            raise ClipError(f"{tracks_parquet}: tracks were made on {meta['frame_size'][0]}x"
+                            f"{meta['frame_size'][1]} frames, {video_path} is "
+                            f"{frame_size[0]}x{frame_size[1]}")
+        if params.clips.mode == "track":
+            view = FieldOfView(frame_size, params.track.border_margin_px, params.track.flow_axis)
+            plan, rows = plan_track_clips(table, summary, view, params.clips.n_frames)
+            clips = cut_track_clips(reader, background, BandSegmenter(background, params.detect),
+                                    plan, len(rows), params.clips)
+        else:
+            clip = cut_frame_clip(reader, make_segmenter(background, params.detect), params.clips)
+            clips, rows = frame_mode_output(clip, summary, params.clips, extra, frame_size)
+    n_clips = write_clip_outputs(out_h5, out_qc_tsv, clips, rows, qc_table(summary, extra),
+                                 sample_info, params, source_sha256)
+    if out_qc_record is not None:
+        from rbcflow.qc import recording_record, write_record
+
+        write_record(recording_record(str(sample_info["sample"]), int(meta["n_frames"]),
+                                      len(table), summary, n_clips, params.pipeline_id),
+                     out_qc_record)
+    return n_clips
+
+
+def cut_frame_clip(reader, segmenter, params: ClipParams) -> np.ndarray | None:
+    """Seed 000's clip from a second pass; None if the recording is too short.
+
+    A sequential segmenter (MOG2) sees every frame up to the last wanted one, as in the
+    single pass; a band segmenter only the wanted frames.
+    """
+    collector = FrameClipCollector(params)
+    wanted = set(collector.wanted)
+    only = None if segmenter.sequential else wanted
+    for index, frame in reader.frames(0, max(wanted) + 1, only=only):
+        if segmenter.sequential or index in wanted:
+            collector.add_frame(index, frame, segmenter.blobs(frame, index))
+    return collector.clip()

@@ -4,8 +4,9 @@ Layout (see docs/architecture.md):
 
 - ``clips``: (N, T, H, W) uint8, one clip per chunk, so reading one clip reads one chunk;
 - ``table/<column>``: one 1-D dataset per column of the clip table;
-- root attributes: provenance (``rbcflow_version``, ``source_sha256``, ``params`` as JSON,
-  ``created``, ...).
+- root attributes: provenance (``rbcflow_version``, ``packages``, ``source_sha256``,
+  ``params`` and ``pipeline_id``; JSON where not a string). No time or host: the same
+  inputs and parameters give the same bytes.
 
 Files are written under a temporary name and renamed, so a crash never leaves a clip file
 that looks complete.
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from rbcflow.io.atomic import atomic_path
-from rbcflow.provenance import provenance_record
+from rbcflow.provenance import PREPROCESSING_PACKAGES, stable_provenance
 
 CLIP_TABLE_COLUMNS = [
     "clip_id", "sample", "donor", "condition", "focus", "session", "track_id",
@@ -84,7 +85,7 @@ def write_clip_file(
                     group.create_dataset(column, data=data, dtype=h5py.string_dtype("utf-8"))
                 else:
                     group.create_dataset(column, data=values)
-            record = provenance_record(**(dict(attrs) if attrs else {}))
+            record = stable_provenance(PREPROCESSING_PACKAGES, **(dict(attrs) if attrs else {}))
             for key, value in record.items():
                 h5.attrs[key] = value if isinstance(value, str | int | float) else json.dumps(value)
     return path

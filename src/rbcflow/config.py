@@ -7,6 +7,7 @@ that names the file, the line and the column at fault.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,7 +29,12 @@ class ConfigError(ValueError):
 
 
 def load_schema(name: str) -> dict:
-    """Load one of the packaged JSON schemas (``config`` or ``samples``)."""
+    """One of the packaged JSON schemas (``config`` or ``samples``), a fresh copy."""
+    return copy.deepcopy(_load_schema(name))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_schema(name: str) -> dict:
     with open(SCHEMA_DIR / f"{name}.schema.yaml", encoding="utf-8") as handle:
         return yaml.safe_load(handle)
 
@@ -50,6 +56,39 @@ def _extend_with_defaults(validator_class):
 _DefaultFillingValidator = _extend_with_defaults(jsonschema.Draft202012Validator)
 
 
+def _schema_types(schema: Mapping) -> set[str]:
+    kind = schema.get("type")
+    return set(kind) if isinstance(kind, list) else {kind} if kind else set()
+
+
+def coerce_strings(value: Any, schema: Mapping) -> Any:
+    """Values given as text where the schema wants numbers or booleans, converted.
+
+    Snakemake's ``--config 'train={"epochs": 3}'`` hands nested values over as strings;
+    a string that reads (as YAML) as a value of the type the schema asks for is taken as
+    that value, and anything else is left for the validator to report.
+    """
+    if isinstance(value, dict):
+        properties = schema.get("properties", {})
+        return {k: coerce_strings(v, properties.get(k, {})) for k, v in value.items()}
+    if isinstance(value, list):
+        return [coerce_strings(v, schema.get("items", {})) for v in value]
+    wanted = _schema_types(schema)
+    if not isinstance(value, str) or not wanted & {"number", "integer", "boolean", "null"}:
+        return value
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+    matches = {
+        "integer": isinstance(parsed, int) and not isinstance(parsed, bool),
+        "number": isinstance(parsed, int | float) and not isinstance(parsed, bool),
+        "boolean": isinstance(parsed, bool),
+        "null": parsed is None,
+    }
+    return parsed if any(matches.get(t, False) for t in wanted) else value
+
+
 def _error_location(error: jsonschema.ValidationError) -> str:
     return "/".join(str(part) for part in error.absolute_path) or "(top level)"
 
@@ -62,8 +101,8 @@ def validate_config(config: Mapping[str, Any] | None, source: str = "config") ->
     ConfigError
         Listing every schema violation and every cross-key inconsistency.
     """
-    completed = copy.deepcopy(dict(config or {}))
     schema = load_schema("config")
+    completed = coerce_strings(copy.deepcopy(dict(config or {})), schema)
     validator = _DefaultFillingValidator(schema)
     # Two passes: the first fills nested defaults ({} -> full section), the second
     # validates the filled-in values themselves.

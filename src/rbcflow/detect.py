@@ -15,80 +15,33 @@ the blob's long axis from +x towards +y, in (-90, 90]; ``deformation`` is
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import cv2
 import numpy as np
 
+from rbcflow.params import POLARITIES, DetectParams
+
+#: Features of one detection, in the order of :data:`DETECTION_DTYPE`'s fields.
 DETECTION_COLUMNS = (
     "x", "y", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "area_px", "major_px",
     "minor_px", "orientation_deg", "deformation", "brightness",
 )
-POLARITIES = ("dark", "bright", "absolute")
+#: One detection: a record of float64 fields named by :data:`DETECTION_COLUMNS`. Frames'
+#: detections cross module boundaries as 1-D arrays of this dtype, read by field name.
+DETECTION_DTYPE = np.dtype([(name, np.float64) for name in DETECTION_COLUMNS])
 _N_COLUMNS = len(DETECTION_COLUMNS)
 
 
-@dataclass(frozen=True)
-class DetectParams:
-    """Parameters of the foreground mask and blob detection.
+def detections_from_rows(rows: list[list[float]]) -> np.ndarray:
+    """Detections (:data:`DETECTION_DTYPE`) from feature lists in column order."""
+    table = np.array(rows, dtype=np.float64).reshape(len(rows), _N_COLUMNS)
+    return table.view(DETECTION_DTYPE).reshape(len(rows))
 
-    Attributes
-    ----------
-    polarity : {"dark", "bright", "absolute"}
-        Which sign of ``frame - background`` counts as foreground.
-    threshold : float
-        A pixel is foreground when its difference to the background (in the direction
-        ``polarity`` names) exceeds this many grey levels.
-    min_area_px : int
-        Blobs with fewer pixels (after hole filling and re-joining) are noise (seed 001: 50).
-    rejoin_split_cells : bool
-        Merge fragments whose bounding boxes overlap (after growing by
-        ``rejoin_max_gap_px``) when at least one of them is not round
-        (circularity < ``rejoin_max_circularity``): a cell whose rim and centre are both
-        close to the background splits into thin pieces (seed 001, section 3.6.1).
-    rejoin_max_gap_px, rejoin_max_circularity
-        The two thresholds of that rule.
-    close_px : int
-        Side of an elliptic morphological closing applied to the mask before blob
-        extraction (0: none). Bridges one-pixel breaks in a faint rim; costs time.
-    blur_sigma : float
-        Gaussian blur of the frame before the comparison (0: none). Reduces pixel noise
-        for faint cells; about 0.5 ms per 800 x 132 frame at sigma 4.
-    split_touching : bool
-        Split a blob that is two touching cells (seed 001's pipeline would keep them as
-        one): a blob that is not convex (solidity, its area over its convex hull's, below
-        ``split_max_solidity``) and whose width profile along its long axis narrows
-        between two humps by at least ``split_min_waist`` (a fraction of the smaller hump)
-        is cut across at that waist. Works on the blob's pixels only, so it stays cheap.
-    split_max_solidity, split_min_waist
-        The two thresholds of that rule.
-    """
 
-    polarity: str = "absolute"
-    threshold: float = 6.0
-    min_area_px: int = 50
-    rejoin_split_cells: bool = True
-    rejoin_max_gap_px: int = 2
-    rejoin_max_circularity: float = 0.9
-    close_px: int = 0
-    blur_sigma: float = 0.0
-    split_touching: bool = True
-    split_max_solidity: float = 0.97
-    split_min_waist: float = 0.15
-
-    def __post_init__(self) -> None:
-        if self.polarity not in POLARITIES:
-            raise ValueError(f"polarity must be one of {POLARITIES}, not {self.polarity!r}")
-        if not self.threshold >= 0:
-            raise ValueError(f"threshold must be >= 0, not {self.threshold}")
-        if self.min_area_px < 1:
-            raise ValueError(f"min_area_px must be >= 1, not {self.min_area_px}")
-        if self.rejoin_max_gap_px < 0 or self.close_px < 0 or self.blur_sigma < 0:
-            raise ValueError("rejoin_max_gap_px, close_px and blur_sigma must be >= 0")
-        if not 0 < self.split_min_waist < 1 or not 0 < self.split_max_solidity <= 1:
-            raise ValueError("split_min_waist must be in (0, 1) and split_max_solidity "
-                             "in (0, 1]")
+def no_detections() -> np.ndarray:
+    """An empty detection array."""
+    return np.zeros(0, dtype=DETECTION_DTYPE)
 
 
 class BlobMask(NamedTuple):
@@ -97,6 +50,24 @@ class BlobMask(NamedTuple):
     x: int
     y: int
     mask: np.ndarray
+
+
+class Blobs(NamedTuple):
+    """A frame's blobs: their features and their filled masks, aligned."""
+
+    detections: np.ndarray  # DETECTION_DTYPE, one record per blob
+    masks: list[BlobMask]
+
+    def __len__(self) -> int:
+        return len(self.masks)
+
+    def mask_image(self, shape: tuple[int, int]) -> np.ndarray:
+        """All blobs painted into one uint8 0/1 image of ``shape`` (holes filled)."""
+        out = np.zeros(shape, np.uint8)
+        for blob in self.masks:
+            h, w = blob.mask.shape
+            out[blob.y:blob.y + h, blob.x:blob.x + w] |= blob.mask
+        return out
 
 
 class Band(NamedTuple):
@@ -306,10 +277,6 @@ def _pixel_solidity(f: _Fragment) -> float:
     return f.area / f.hull_area if f.hull_area > 0 else 1.0
 
 
-#: Long over short axis (second moments) below which a blob is not examined for a waist.
-MIN_PAIR_ELONGATION = 1.6
-
-
 def _part(f: _Fragment, part: np.ndarray) -> _Fragment | None:
     """The fragment of ``f`` covered by the 0/1 mask ``part`` (on f's box), largest piece."""
     contours, _ = cv2.findContours(part, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
@@ -337,7 +304,8 @@ def _split(f: _Fragment, params: DetectParams) -> list[_Fragment]:
     # two cells side by side or end to end make a blob at least ~1.7 times as long as
     # wide (second moments); a single cell, however ragged its outline, is rounder
     # unless stretched, and a stretched cell is convex
-    if half_sum - root <= 0 or (half_sum + root) / (half_sum - root) < MIN_PAIR_ELONGATION**2:
+    if (half_sum - root <= 0
+            or (half_sum + root) / (half_sum - root) < params.split_min_elongation**2):
         return [f]
     theta = 0.5 * math.atan2(2.0 * mu11, mu20 - mu02)
     yi, xi = np.nonzero(f.mask)
@@ -348,8 +316,9 @@ def _split(f: _Fragment, params: DetectParams) -> list[_Fragment]:
     profile = np.bincount(bins).astype(np.float64)
     if profile.size < 8:
         return [f]
-    # a 5-px running mean: ragged outlines and spicules do not make a waist
-    smooth_profile = np.convolve(profile, np.ones(5) / 5.0, mode="same")
+    # a running mean: ragged outlines and spicules do not make a waist
+    window = params.split_profile_smoothing_px
+    smooth_profile = np.convolve(profile, np.ones(window) / window, mode="same")
     n = profile.size
     inner = slice(n // 5, n - n // 5)  # a waist lies between two cells, not at an end
     k = int(np.argmin(smooth_profile[inner])) + n // 5
@@ -361,7 +330,7 @@ def _split(f: _Fragment, params: DetectParams) -> list[_Fragment]:
         return [f]
     # two cells' humps lie about a cell apart (at least ~ the blob's width); a notch in
     # one cell's outline (a broken rim) makes a waist between humps much closer together
-    if j - i < 0.6 * smooth_profile.max():
+    if j - i < params.split_hump_separation * smooth_profile.max():
         return [f]
     first = bins < k
     part_a = np.zeros_like(f.mask)
@@ -371,7 +340,8 @@ def _split(f: _Fragment, params: DetectParams) -> list[_Fragment]:
     parts = [_part(f, part_a), _part(f, part_b)]
     # each half must itself look like a cell (nearly convex): the halves of a thin arc
     # (a cell's broken rim) or of a cell with a dent are not
-    if any(p is None or p.area < params.min_area_px or _solidity(p) < 0.84 for p in parts):
+    if any(p is None or p.area < params.min_area_px
+           or _solidity(p) < params.split_min_part_solidity for p in parts):
         return [f]
     return parts
 
@@ -410,27 +380,18 @@ def drop_lone_pixels(mask: np.ndarray) -> np.ndarray:
                                     borderValue=0))
 
 
-def blobs_from_mask(
-    mask: np.ndarray, frame: np.ndarray, params: DetectParams, with_masks: bool = False
-) -> np.ndarray | tuple[np.ndarray, list[BlobMask]]:
+def blobs_from_mask(mask: np.ndarray, frame: np.ndarray, params: DetectParams) -> Blobs:
     """Blobs of a raw foreground mask: fill holes, re-join split cells, drop small ones.
 
     Parameters
     ----------
-    mask : ndarray
-        uint8 HxW, nonzero = foreground (e.g. from :func:`band_mask` or MOG2).
-    frame : ndarray
-        The uint8 frame the mask belongs to (for the brightness feature).
+    mask : uint8 HxW, nonzero = foreground (e.g. from :func:`band_mask` or MOG2).
+    frame : the uint8 frame the mask belongs to (for the brightness feature).
     params : DetectParams
-    with_masks : bool
-        Also return each blob's filled mask on its bounding box.
 
     Returns
     -------
-    rows : ndarray
-        float64 (n, len(DETECTION_COLUMNS)), blobs in order of their first contour.
-    masks : list of BlobMask
-        Only when ``with_masks``; aligned with ``rows``.
+    The blobs in order of their first contour: features and filled masks.
     """
     if params.close_px > 0:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (params.close_px, params.close_px))
@@ -452,82 +413,33 @@ def blobs_from_mask(
     if params.split_touching and fragments:
         fragments = _split_touching(fragments, params, mask.shape)
     kept = [f for f in fragments if f.area >= params.min_area_px]
-    rows = [_features(f, frame) for f in kept]
-    table = np.array(rows, dtype=np.float64).reshape(len(rows), _N_COLUMNS)
-    if not with_masks:
-        return table
-    return table, [BlobMask(f.x, f.y, f.mask) for f in kept]
+    return Blobs(detections_from_rows([_features(f, frame) for f in kept]),
+                 [BlobMask(f.x, f.y, f.mask) for f in kept])
 
 
-def foreground_mask(frame: np.ndarray, background: np.ndarray, params: DetectParams) -> np.ndarray:
-    """Foreground mask (uint8 0/1, HxW) of the kept blobs, holes filled."""
-    _, blobs = detect_blobs_with_masks(frame, background, params)
-    out = np.zeros(frame.shape[:2], np.uint8)
-    for blob in blobs:
-        h, w = blob.mask.shape
-        out[blob.y:blob.y + h, blob.x:blob.x + w] |= blob.mask
-    return out
+def detect_blobs(frame: np.ndarray, background: np.ndarray, params: DetectParams) -> Blobs:
+    """Blobs of one frame against a background image (any real dtype, e.g. float32).
 
-
-def detect_blobs_with_masks(
-    frame: np.ndarray, background: np.ndarray, params: DetectParams
-) -> tuple[np.ndarray, list[BlobMask]]:
-    """Like :func:`detect_blobs`, also returning each blob's filled mask on its box."""
-    _check_shapes(frame, background)
-    raw = band_mask(frame, background_band(background, params), params.blur_sigma)
-    return blobs_from_mask(raw, frame, params, with_masks=True)
-
-
-def detect_blobs(frame: np.ndarray, background: np.ndarray, params: DetectParams) -> np.ndarray:
-    """Blobs of one frame against a background image.
-
-    Parameters
-    ----------
-    frame : ndarray
-        uint8 HxW grey frame.
-    background : ndarray
-        HxW background (any real dtype, e.g. the float32 median).
-    params : DetectParams
-
-    Returns
-    -------
-    ndarray
-        float64 (n, len(DETECTION_COLUMNS)); one row per blob, columns as named there.
+    The same rule as the pipeline's (``rbcflow.segment``) for a single image; the
+    frame is blurred by ``params.blur_sigma`` first.
     """
     _check_shapes(frame, background)
     raw = band_mask(frame, background_band(background, params), params.blur_sigma)
     return blobs_from_mask(raw, frame, params)
 
 
-def select_blob(blobs: list[BlobMask], rows: np.ndarray, x: float, y: float) -> int | None:
+def select_blob(blobs: Blobs, x: float, y: float) -> int | None:
     """Index of the blob whose mask contains (x, y), else of the nearest centroid."""
-    if not blobs:
+    if not blobs.masks:
         return None
     xi, yi = int(round(x)), int(round(y))
-    for k, blob in enumerate(blobs):
+    for k, blob in enumerate(blobs.masks):
         h, w = blob.mask.shape
         if blob.x <= xi < blob.x + w and blob.y <= yi < blob.y + h:
             if blob.mask[yi - blob.y, xi - blob.x]:
                 return k
-    distances = np.hypot(rows[:, 0] - x, rows[:, 1] - y)
+    distances = np.hypot(blobs.detections["x"] - x, blobs.detections["y"] - y)
     return int(np.argmin(distances))
-
-
-def cell_mask(
-    frame: np.ndarray, background: np.ndarray, params: DetectParams, x: float, y: float
-) -> np.ndarray:
-    """Mask (uint8 0/1, HxW) of the blob containing (x, y), or nearest to it.
-
-    All zeros when the frame has no blob. Used to mask one cell in a clip.
-    """
-    rows, blobs = detect_blobs_with_masks(frame, background, params)
-    out = np.zeros(frame.shape[:2], np.uint8)
-    k = select_blob(blobs, rows, x, y)
-    if k is not None:
-        blob = blobs[k]
-        h, w = blob.mask.shape
-        out[blob.y:blob.y + h, blob.x:blob.x + w] = blob.mask
-    return out
 
 
 def _check_shapes(frame: np.ndarray, background: np.ndarray) -> None:

@@ -25,6 +25,7 @@ from sklearn.metrics import (
 
 from rbcflow.dataset import attach_locations, read_clip_batch
 from rbcflow.io.atomic import write_text_atomic
+from rbcflow.params import section_with_defaults
 from rbcflow.provenance import provenance_record
 from rbcflow.split import SPLITS, fold_splits, read_split_table
 
@@ -109,6 +110,79 @@ def _runs(model_dir: Path, n_folds: int) -> list[tuple[int, Path]]:
     return [(fold, model_dir / f"fold{fold}") for fold in range(n_folds)]
 
 
+def _predict_runs(located: pd.DataFrame, model_dir: Path, n_folds: int, ablations: bool,
+                  seed: int, batch_size: int, model_name: str | None) -> dict[str, list]:
+    """Predictions of every run (one, or one per fold) on its splits and ablations.
+
+    Returns per-split accuracies of each run and the prediction tables: ``test``,
+    ``other`` (train and validation, without CV), ``shuffled`` and ``frame`` (ablations).
+    """
+    from rbcflow.models import load_model
+
+    parts: dict[str, list] = {"test": [], "other": [], "shuffled": [], "frame": []}
+    parts.update({f"accuracy_{split}": [] for split in SPLITS})
+    for fold, run_dir in _runs(model_dir, n_folds):
+        run = located.copy()
+        if n_folds:
+            run["split"] = fold_splits(run["fold"].to_numpy(), fold, n_folds)
+        model = load_model(run_dir / "model.keras")
+        for split in SPLITS:
+            part = run[run["split"] == split]
+            p = predict_probabilities(model, part, batch_size)
+            correct = (p >= 0.5) == part["label"].to_numpy()
+            parts[f"accuracy_{split}"].append(float(np.mean(correct)))
+            if split == "test":
+                parts["test"].append(part.assign(p_positive=p, fold=fold))
+            elif not n_folds:  # with CV a clip is train or validation in several runs
+                parts["other"].append(part.assign(p_positive=p, fold=fold))
+        if ablations:
+            test = run[run["split"] == "test"]
+            shuffled = predict_probabilities(model, test, batch_size, shuffle_time_seed=seed)
+            parts["shuffled"].append(test.assign(p_positive=shuffled))
+            frame_path = run_dir / "baseline_frame.keras"
+            if model_name == "frame":  # a single-frame model is its own baseline
+                frame_model = model
+            elif frame_path.exists():
+                frame_model = load_model(frame_path)
+            else:
+                raise FileNotFoundError(
+                    f"{frame_path}: the single-frame baseline is missing (train with "
+                    "evaluate.ablations: true, or turn the ablations off)")
+            parts["frame"].append(test.assign(p_positive=predict_probabilities(frame_model, test)))
+    return parts
+
+
+def _pooled_accuracy(parts: list[pd.DataFrame]) -> float | None:
+    if not parts:
+        return None
+    pooled = pd.concat(parts)
+    return float(np.mean((pooled["p_positive"] >= 0.5) == pooled["label"]))
+
+
+def _counts(located: pd.DataFrame, test: pd.DataFrame, n_folds: int) -> dict:
+    counts = {
+        split: {
+            "donors": int(located.loc[located["split"] == split, "donor"].nunique()),
+            "clips": int((located["split"] == split).sum()),
+        }
+        for split in SPLITS
+    }
+    if n_folds:
+        counts["test"] = {"donors": int(test["donor"].nunique()), "clips": int(len(test))}
+    return counts
+
+
+def _test_metrics(test: pd.DataFrame, bootstrap: int, seed: int) -> dict:
+    labels = test["label"].to_numpy()
+    predicted = (test["p_positive"].to_numpy() >= 0.5).astype(int)
+    metrics = binary_metrics(labels, test["p_positive"].to_numpy())
+    metrics["accuracy_ci95"] = list(
+        donor_bootstrap_ci(predicted == labels, test["donor"].to_numpy(), bootstrap, seed)
+    )
+    metrics["n_test_donors"] = int(test["donor"].nunique())
+    return metrics
+
+
 def evaluate_task(
     split_tsv: str | Path,
     clip_files: Sequence[str | Path],
@@ -135,49 +209,18 @@ def evaluate_task(
     -------
     The metrics (the contents of ``metrics.json``).
     """
-    from rbcflow.models import load_model
-
-    params = {"bootstrap": 1000, "ablations": True, **dict(params or {})}
+    params = section_with_defaults("evaluate", params)
     model_dir = Path(model_dir)
     table = read_split_table(split_tsv)
     located = attach_locations(table, clip_files)
     n_folds = int(table["fold"].max()) + 1
     summary_path = model_dir / "train_summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-
-    accuracy: dict[str, list[float]] = {split: [] for split in SPLITS}
-    test_parts, other_parts, shuffled_parts, frame_parts = [], [], [], []
-    for fold, run_dir in _runs(model_dir, n_folds):
-        run = located.copy()
-        if n_folds:
-            run["split"] = fold_splits(run["fold"].to_numpy(), fold, n_folds)
-        model = load_model(run_dir / "model.keras")
-        for split in SPLITS:
-            part = run[run["split"] == split]
-            p = predict_probabilities(model, part, batch_size)
-            accuracy[split].append(float(np.mean((p >= 0.5) == part["label"].to_numpy())))
-            if split == "test":
-                test_parts.append(part.assign(p_positive=p, fold=fold))
-            elif not n_folds:  # with CV a clip is train or validation in several runs
-                other_parts.append(part.assign(p_positive=p, fold=fold))
-        if params["ablations"]:
-            test = run[run["split"] == "test"]
-            shuffled = predict_probabilities(model, test, batch_size, shuffle_time_seed=seed)
-            shuffled_parts.append(test.assign(p_positive=shuffled))
-            frame_path = run_dir / "baseline_frame.keras"
-            frame_model = load_model(frame_path) if frame_path.exists() else model
-            frame_parts.append(test.assign(p_positive=predict_probabilities(frame_model, test)))
-
-    test = pd.concat(test_parts, ignore_index=True)
-    labels = test["label"].to_numpy()
-    predicted = (test["p_positive"].to_numpy() >= 0.5).astype(int)
-    test_metrics = binary_metrics(labels, test["p_positive"].to_numpy())
-    test_metrics["accuracy_ci95"] = list(
-        donor_bootstrap_ci(predicted == labels, test["donor"].to_numpy(), params["bootstrap"], seed)
-    )
-    test_metrics["n_test_donors"] = int(test["donor"].nunique())
+    parts = _predict_runs(located, model_dir, n_folds, params["ablations"], seed, batch_size,
+                          summary.get("model"))
+    test = pd.concat(parts["test"], ignore_index=True)
+    test_metrics = _test_metrics(test, params["bootstrap"], seed)
     overall_accuracy = test_metrics.pop("accuracy")
-
     per_donor = [
         {
             "donor": str(donor), "split": "test", "n_clips": int(len(part)),
@@ -185,38 +228,22 @@ def evaluate_task(
         }
         for donor, part in test.groupby("donor")
     ]
-    counts = {
-        split: {
-            "donors": int(located.loc[located["split"] == split, "donor"].nunique()),
-            "clips": int((located["split"] == split).sum()),
-        }
-        for split in SPLITS
-    }
-    if n_folds:
-        counts["test"] = {"donors": int(test["donor"].nunique()), "clips": int(len(test))}
-
-    def _pooled_accuracy(parts: list[pd.DataFrame]) -> float | None:
-        if not parts:
-            return None
-        pooled = pd.concat(parts)
-        return float(np.mean((pooled["p_positive"] >= 0.5) == pooled["label"]))
-
     metrics = {
         "task": task["name"],
         "model": summary.get("model"),
         "negative": list(task["negative"]),
         "positive": list(task["positive"]),
         "accuracy": {
-            "train": float(np.mean(accuracy["train"])),
-            "validation": float(np.mean(accuracy["validation"])),
+            "train": float(np.mean(parts["accuracy_train"])),
+            "validation": float(np.mean(parts["accuracy_validation"])),
             "test": overall_accuracy,
         },
         "test": test_metrics,
-        "counts": counts,
+        "counts": _counts(located, test, n_folds),
         "per_donor": per_donor,
         "ablations": {
-            "shuffled_time_test_accuracy": _pooled_accuracy(shuffled_parts),
-            "single_frame_test_accuracy": _pooled_accuracy(frame_parts),
+            "shuffled_time_test_accuracy": _pooled_accuracy(parts["shuffled"]),
+            "single_frame_test_accuracy": _pooled_accuracy(parts["frame"]),
         },
         "training": {
             "epochs_run": summary.get("epochs_run"),
@@ -227,7 +254,7 @@ def evaluate_task(
         "evaluation": {"bootstrap": params["bootstrap"], "seed": seed, "unit": "donor"},
         "provenance": provenance_record(split_tsv=str(split_tsv), model_dir=str(model_dir)),
     }
-    predictions = pd.concat([*other_parts, test], ignore_index=True)
+    predictions = pd.concat([*parts["other"], test], ignore_index=True)
     predictions["predicted"] = (predictions["p_positive"] >= 0.5).astype(int)
     columns = PREDICTION_COLUMNS + (["fold"] if n_folds else [])
     write_text_atomic(

@@ -102,6 +102,47 @@ def check_fps(path: str | Path, fps_file: float | None, fps_sheet: float,
         )
 
 
+def _decode_all(video_path: Path, sample: str, fps_sheet: float, fps_tolerance: float
+                ) -> tuple[dict, _EvenSample]:
+    """Decode every frame once: the metadata (sha256 still unknown) and the sheet's frames."""
+    with open_video(video_path) as reader:
+        check_fps(video_path, reader.fps, fps_sheet, fps_tolerance)
+        sampler = _EvenSample(CONTACT_SHEET_FRAMES)
+        n_frames = 0
+        for index, frame in reader.frames():
+            sampler.offer(index, frame)
+            n_frames = index + 1
+        header = reader.n_frames_header
+        info = {
+            "sample": sample,
+            "path": str(video_path),
+            "reader": reader.reader,
+            "sha256": None,
+            "n_frames": n_frames,
+            "n_frames_header": header,
+            "fps_sheet": float(fps_sheet),
+            "fps_file": reader.fps,
+            "width": reader.width,
+            "height": reader.height,
+            "dtype": reader.dtype,
+            "truncated": bool(header is not None and n_frames < header),
+            "problems": list(reader.problems),
+        }
+    return info, sampler
+
+
+def _write_outputs(info: dict, sheet: np.ndarray, out_json: Path, out_png: Path) -> None:
+    """The contact sheet, then the JSON; never one without the other."""
+    with atomic_path(out_png) as tmp:
+        if not cv2.imwrite(str(tmp), sheet):
+            raise OSError(f"{out_png}: cannot write PNG")
+    try:
+        write_text_atomic(out_json, json.dumps(info, indent=2) + "\n")
+    except BaseException:
+        out_png.unlink(missing_ok=True)
+        raise
+
+
 def ingest_video(
     video_path: str | Path,
     sample: str,
@@ -140,30 +181,8 @@ def ingest_video(
         allowed). Nothing is written then.
     """
     video_path = Path(video_path)
-    with open_video(video_path) as reader:
-        check_fps(video_path, reader.fps, fps_sheet, fps_tolerance)
-        sampler = _EvenSample(CONTACT_SHEET_FRAMES)
-        n_frames = 0
-        for index, frame in reader.frames():
-            sampler.offer(index, frame)
-            n_frames = index + 1
-        header = reader.n_frames_header
-        problems = list(reader.problems)
-        info = {
-            "sample": sample,
-            "path": str(video_path),
-            "reader": reader.reader,
-            "sha256": None,
-            "n_frames": n_frames,
-            "n_frames_header": header,
-            "fps_sheet": float(fps_sheet),
-            "fps_file": reader.fps,
-            "width": reader.width,
-            "height": reader.height,
-            "dtype": reader.dtype,
-            "truncated": bool(header is not None and n_frames < header),
-            "problems": problems,
-        }
+    info, sampler = _decode_all(video_path, sample, fps_sheet, fps_tolerance)
+    n_frames, header, problems = info["n_frames"], info["n_frames_header"], info["problems"]
     if n_frames == 0:
         raise VideoError(f"{video_path}: zero frames decodable")
     if info["truncated"]:
@@ -175,16 +194,7 @@ def ingest_video(
         if message not in problems:
             problems.append(message)
     info["sha256"] = sha256_recording(video_path)
-    sheet = contact_sheet(sampler.chosen())
-    out_png = Path(out_png)
-    with atomic_path(out_png) as tmp:
-        if not cv2.imwrite(str(tmp), sheet):
-            raise OSError(f"{out_png}: cannot write PNG")
-    try:
-        write_text_atomic(out_json, json.dumps(info, indent=2) + "\n")
-    except BaseException:
-        out_png.unlink(missing_ok=True)  # never leave one output without the other
-        raise
+    _write_outputs(info, contact_sheet(sampler.chosen()), Path(out_json), Path(out_png))
     log.info("%s: %d frames, %dx%d, %s fps (file), %s", video_path, n_frames, info["width"],
              info["height"], info["fps_file"], info["reader"])
     return info

@@ -90,8 +90,30 @@ def utc_now() -> str:
     return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
 
 
+#: The packages whose code shapes a preprocessing output (decoding, image operations,
+#: tables, file formats); clip files record these only, so a training environment (a GPU
+#: build of TensorFlow, say) does not change their bytes.
+PREPROCESSING_PACKAGES = ("rbcflow", "python", "numpy", "scipy", "pandas",
+                          "opencv-python-headless", "h5py")
+
+
+def stable_provenance(packages: tuple[str, ...] | None = None,
+                      **extra: object) -> dict[str, object]:
+    """What produced an output that does not change from run to run: the rbcflow and
+    package versions (no time, host or commit), for files whose hash DVC records.
+
+    ``packages`` restricts the versions recorded to these names.
+    """
+    versions = package_versions()
+    if packages is not None:
+        versions = {k: v for k, v in versions.items() if k in packages}
+    record: dict[str, object] = {"rbcflow_version": __version__, "packages": versions}
+    record.update(extra)
+    return record
+
+
 def provenance_record(**extra: object) -> dict[str, object]:
-    """A provenance dictionary for an output file's attributes or a JSON sidecar."""
+    """A provenance dictionary with the run's commit and time (for logs and run records)."""
     record: dict[str, object] = {
         "rbcflow_version": __version__,
         "git_revision": git_revision(),

@@ -24,7 +24,7 @@ from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 
 from rbcflow.clipstore import read_clip_table
 from rbcflow.io.atomic import write_text_atomic
-from rbcflow.provenance import provenance_record
+from rbcflow.provenance import stable_provenance
 
 log = logging.getLogger(__name__)
 
@@ -285,6 +285,45 @@ def check_disjoint_donors(split_table: pd.DataFrame) -> None:
         )
 
 
+def _check_group_count(name: str, groups: np.ndarray, group_by_session: bool,
+                       cv_folds: int) -> None:
+    """Enough donors (or donor/session groups) that none is in two splits."""
+    unit = "donor/session groups" if group_by_session else "donors"
+    n_groups = len(np.unique(groups))
+    if cv_folds in (1, 2):
+        raise SplitError(
+            f"task {name}: cross-validation needs at least 3 folds (test, validation and "
+            f"train folds), got cv_folds={cv_folds}"
+        )
+    needed = cv_folds if cv_folds else 3
+    if n_groups < needed:
+        what = f"{cv_folds}-fold cross-validation" if cv_folds else "a train/validation/test split"
+        raise SplitError(
+            f"task {name}: {n_groups} {unit} ({sorted(np.unique(groups))}) but {what} needs "
+            f"at least {needed}, so that no {unit[:-1]} is in two splits"
+        )
+
+
+def _assign_splits(table: pd.DataFrame, groups: np.ndarray, fractions: Mapping[str, float],
+                   cv_folds: int, seed: int, name: str):
+    """Split (and fold) of every clip, which clips stay after balancing, and how many were
+    dropped to balance each split (fold)."""
+    rng = np.random.default_rng(seed)
+    dropped: dict[str, int] = {}
+    keep = np.ones(len(table), dtype=bool)
+    if cv_folds:
+        folds = _cv_folds(table, groups, cv_folds, seed, name)
+        for fold in range(cv_folds):
+            fold_keep, dropped[f"fold{fold}"] = _balance(table, folds == fold, rng)
+            keep &= fold_keep
+        return fold_splits(folds, 0, cv_folds), folds, keep, dropped
+    assignment = _holdout_assignment(table, groups, fractions, seed, name)
+    for split in ("validation", "test"):
+        split_keep, dropped[split] = _balance(table, assignment == split, rng)
+        keep &= split_keep
+    return assignment, np.full(len(table), -1, dtype=int), keep, dropped
+
+
 def split_task(
     clip_files: Sequence[str | Path],
     task: Mapping,
@@ -327,39 +366,10 @@ def split_task(
     check_confounds(audit)
 
     groups = split_groups(table, group_by_session)
-    unit = "donor/session groups" if group_by_session else "donors"
-    n_groups = len(np.unique(groups))
-    if cv_folds in (1, 2):
-        raise SplitError(
-            f"task {name}: cross-validation needs at least 3 folds (test, validation and "
-            f"train folds), got cv_folds={cv_folds}"
-        )
-    needed = cv_folds if cv_folds else 3
-    if n_groups < needed:
-        what = f"{cv_folds}-fold cross-validation" if cv_folds else "a train/validation/test split"
-        raise SplitError(
-            f"task {name}: {n_groups} {unit} ({sorted(np.unique(groups))}) but {what} needs "
-            f"at least {needed}, so that no {unit[:-1]} is in two splits"
-        )
-
-    rng = np.random.default_rng(seed)
-    dropped: dict[str, int] = {}
-    if cv_folds:
-        folds = _cv_folds(table, groups, cv_folds, seed, name)
-        keep = np.ones(len(table), dtype=bool)
-        for fold in range(cv_folds):
-            fold_keep, dropped[f"fold{fold}"] = _balance(table, folds == fold, rng)
-            keep &= fold_keep
-        assignment = fold_splits(folds, 0, cv_folds)
-    else:
-        fractions = {"train": train, "validation": validation, "test": test}
-        assignment = _holdout_assignment(table, groups, fractions, seed, name)
-        folds = np.full(len(table), -1, dtype=int)
-        keep = np.ones(len(table), dtype=bool)
-        for split in ("validation", "test"):
-            split_keep, dropped[split] = _balance(table, assignment == split, rng)
-            keep &= split_keep
-
+    _check_group_count(name, groups, group_by_session, cv_folds)
+    fractions = {"train": train, "validation": validation, "test": test}
+    assignment, folds, keep, dropped = _assign_splits(table, groups, fractions, cv_folds, seed,
+                                                      name)
     table["split"] = assignment
     table["fold"] = folds
     result = table.loc[keep, SPLIT_COLUMNS].reset_index(drop=True)
@@ -376,7 +386,7 @@ def split_task(
     )
     audit["dropped_to_balance"] = dropped
     audit["splits"] = split_summary(result)
-    audit["provenance"] = provenance_record(clip_files=[str(p) for p in clip_files])
+    audit["provenance"] = stable_provenance(clip_files=[str(p) for p in clip_files])
 
     out_tsv = Path(out_tsv)
     write_text_atomic(out_tsv, result.to_csv(sep="\t", index=False))

@@ -10,6 +10,9 @@ goes to ``motmetrics`` (the way the MOT benchmarks treat ignored regions).
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
@@ -114,21 +117,15 @@ def evaluate_tracking(
     hyps_all = tracks_df.reset_index(drop=True)
     care = _full_view(truth, frame_size)
     isolated = _isolated(truth) & care
-
-    # detection recall of isolated, whole cells: any detection counts
-    # Row indices per frame, and plain arrays: indexing DataFrames frame by frame costs
-    # more than the matching itself on long recordings.
-    det_hits = 0
     h_xy_all = hyps_all[["x", "y"]].to_numpy(float)
     h_id_all = hyps_all["track_id"].to_numpy()
+    # row indices per frame, and plain arrays: indexing DataFrames frame by frame costs
+    # more than the matching itself on long recordings
     hyp_rows = _rows_by_frame(hyps_all["frame"].to_numpy())
     truth_groups = _rows_by_frame(truth["frame"].to_numpy())
     t_xy_all = truth[["x", "y"]].to_numpy(float)
-    for f, idx in truth_groups.items():
-        sel = idx[isolated[idx]]
-        if sel.size == 0 or f not in hyp_rows:
-            continue
-        det_hits += len(_match(t_xy_all[sel], h_xy_all[hyp_rows[f]], max_distance_px))
+    det_hits = _isolated_hits(truth_groups, isolated, t_xy_all, hyp_rows, h_xy_all,
+                              max_distance_px)
     n_isolated = int(isolated.sum())
 
     in_track = h_id_all >= 0
@@ -139,28 +136,52 @@ def evaluate_tracking(
     acc = mm.MOTAccumulator(auto_id=False)
     cell_ids = truth["cell_id"].to_numpy()
     major = truth["major_px"].to_numpy(float)
-    frames = sorted(set(truth_groups) | set(hyp_groups))
     no_rows = np.zeros(0, dtype=np.int64)
-    for f in frames:
+    for f in sorted(set(truth_groups) | set(hyp_groups)):
         t_idx = truth_groups.get(f, no_rows)
         h_rows = hyp_groups.get(f, no_rows)
-        h_xy, h_id = h_xy_all[h_rows], h_id_all[h_rows]
-        dont_care = ~care[t_idx]
-        drop_h = np.zeros(h_xy.shape[0], dtype=bool)
-        if dont_care.any():
-            # a blob of a cell cut by the edge has its centroid inside the visible part,
-            # up to half a cell length from the true centre
-            dc = t_idx[dont_care]
-            radius = 0.5 * major[dc] + max_distance_px
-            for r, c in _match(t_xy_all[dc], h_xy, float(radius.max())):
-                if np.hypot(*(t_xy_all[dc[r]] - h_xy[c])) <= radius[r]:
-                    drop_h[c] = True
-        keep_t = t_idx[~dont_care]
-        h_xy, h_id = h_xy[~drop_h], h_id[~drop_h]
+        keep_t, keep_h = _cared_for(t_idx, care, major, t_xy_all, h_xy_all[h_rows],
+                                    max_distance_px)
+        h_xy, h_id = h_xy_all[h_rows][keep_h], h_id_all[h_rows][keep_h]
         dist = mm.distances.norm2squared_matrix(
             t_xy_all[keep_t], h_xy, max_d2=max_distance_px**2
         )
         acc.update(cell_ids[keep_t].tolist(), h_id.tolist(), np.sqrt(dist), frameid=int(f))
+    return _scores(acc, hyps, care, det_hits, n_isolated)
+
+
+def _isolated_hits(truth_groups, isolated, t_xy_all, hyp_rows, h_xy_all, max_distance_px
+                   ) -> int:
+    """Isolated whole-cell truth rows with a detection (any, linked or not) in reach."""
+    hits = 0
+    for f, idx in truth_groups.items():
+        sel = idx[isolated[idx]]
+        if sel.size and f in hyp_rows:
+            hits += len(_match(t_xy_all[sel], h_xy_all[hyp_rows[f]], max_distance_px))
+    return hits
+
+
+def _cared_for(t_idx, care, major, t_xy_all, h_xy, max_distance_px
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """One frame's truth rows to score, and which of its hypotheses stay in.
+
+    A blob of a cell cut by the edge has its centroid inside the visible part, up to half
+    a cell length from the true centre: hypotheses matched to such a (don't care) row are
+    left out with it.
+    """
+    dont_care = ~care[t_idx]
+    keep_h = np.ones(h_xy.shape[0], dtype=bool)
+    if dont_care.any():
+        dc = t_idx[dont_care]
+        radius = 0.5 * major[dc] + max_distance_px
+        for r, c in _match(t_xy_all[dc], h_xy, float(radius.max())):
+            if np.hypot(*(t_xy_all[dc[r]] - h_xy[c])) <= radius[r]:
+                keep_h[c] = False
+    return t_idx[~dont_care], keep_h
+
+
+def _scores(acc, hyps, care, det_hits: int, n_isolated: int) -> dict[str, float]:
+    import motmetrics as mm
 
     names = ["idf1", "idp", "idr", "mota", "motp", "recall", "precision", "num_switches",
              "num_fragmentations", "mostly_tracked", "num_unique_objects"]
@@ -188,3 +209,25 @@ def evaluate_tracking(
         "detection_recall_isolated": det_hits / n_isolated if n_isolated else float("nan"),
         "n_isolated_rows": n_isolated,
     }
+
+
+def evaluate_recording(tracks_parquet: str | Path, summary_tsv: str | Path,
+                       truth_tsv: str | Path, out_json: str | Path,
+                       max_distance_px: float) -> dict[str, float]:
+    """Score one recording's kept tracks against its truth table; write the scores (JSON)."""
+    from rbcflow.io.atomic import write_text_atomic
+    from rbcflow.track import KEPT, read_summary, read_tracks
+
+    tracks, meta = read_tracks(tracks_parquet)
+    summary = read_summary(summary_tsv)
+    truth = pd.read_csv(truth_tsv, sep="\t")
+    frame_size = tuple(meta["frame_size"]) if meta.get("frame_size") else None
+    kept = summary.loc[summary["status"] == KEPT, "track_id"].to_numpy()
+    scores = evaluate_tracking(tracks[["frame", "track_id", "x", "y"]], truth, max_distance_px,
+                               frame_size=frame_size, track_ids=kept)
+    scores["max_distance_px"] = float(max_distance_px)
+    scores["n_truth_cells_in_view"] = int(truth["cell_id"].nunique())
+    safe = {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+            for k, v in scores.items()}
+    write_text_atomic(out_json, json.dumps(safe, indent=2, sort_keys=True) + "\n")
+    return scores

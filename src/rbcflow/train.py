@@ -30,17 +30,13 @@ from rbcflow.dataset import (
     make_dataset,
 )
 from rbcflow.io.atomic import atomic_path, write_text_atomic
+from rbcflow.params import section_with_defaults
 from rbcflow.provenance import provenance_record
 from rbcflow.split import check_disjoint_donors, fold_splits, read_split_table
 
 log = logging.getLogger(__name__)
 
 HISTORY_COLUMNS = ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
-DEFAULT_PARAMS = {
-    "model": "r2plus1d", "weights": "imagenet", "epochs": 40, "batch_size": 16,
-    "learning_rate": 0.001, "patience": 8, "class_weight": True, "augment_flip": True,
-    "augment_shift_px": 2, "augment_brightness": 0.05, "mixed_precision": False,
-}
 
 
 def configure_runtime(seed: int, mixed_precision: bool = False) -> dict[str, object]:
@@ -102,7 +98,7 @@ def fit_model(
     return history, best_epoch, seconds
 
 
-def _datasets(located, params, seed, input_shape, read=None):
+def _datasets(located, params, seed, input_shape, read=None, reader_threads=1):
     """Training (shuffled, augmented, class-weighted) and validation datasets."""
     train = located[located["split"] == "train"]
     validation = located[located["split"] == "validation"]
@@ -117,12 +113,15 @@ def _datasets(located, params, seed, input_shape, read=None):
     train_data = make_dataset(
         batch_generator(
             read_train, train["label"].to_numpy(), batch, weights, shuffle=True, seed=seed,
-            augmentation=augmentation,
+            augmentation=augmentation, reader_threads=reader_threads,
         ),
         input_shape, len(train), batch,
     )
     validation_data = make_dataset(
-        batch_generator(read_validation, validation["label"].to_numpy(), batch),
+        batch_generator(
+            read_validation, validation["label"].to_numpy(), batch,
+            reader_threads=reader_threads,
+        ),
         input_shape, len(validation), batch,
     )
     return train_data, validation_data
@@ -155,7 +154,9 @@ def feature_reader(path: Path):
     return lambda index: np.asarray(features[np.asarray(index)])
 
 
-def train_paper(located, params, seed, input_shape, work_dir: Path, memory_limit_gb=2.0):
+def train_paper(
+    located, params, seed, input_shape, work_dir: Path, memory_limit_gb=2.0, reader_threads=1
+):
     """Train seed 000's model: backbone features cached once, the head trained on them.
 
     Features up to ``memory_limit_gb`` are trained from memory; larger caches are
@@ -198,7 +199,7 @@ def train_paper(located, params, seed, input_shape, work_dir: Path, memory_limit
         else:
             readers = {split: feature_reader(path) for split, path in caches.items()}
             train_data, validation_data = _datasets(
-                located, params, seed, feature_shape, readers
+                located, params, seed, feature_shape, readers, reader_threads
             )
         history, best, seconds = fit_model(
             head, train_data, validation_data, params["epochs"], params["patience"]
@@ -209,7 +210,9 @@ def train_paper(located, params, seed, input_shape, work_dir: Path, memory_limit
     return model, history, best, seconds + cache_seconds
 
 
-def train_one(located, params, seed, input_shape, model_name: str, work_dir: Path):
+def train_one(
+    located, params, seed, input_shape, model_name: str, work_dir: Path, reader_threads=1
+):
     """Build, compile and fit one model on the located split; return model and history."""
     import keras
 
@@ -217,9 +220,13 @@ def train_one(located, params, seed, input_shape, model_name: str, work_dir: Pat
 
     keras.utils.set_random_seed(seed)
     if model_name == "paper":
-        return train_paper(located, params, seed, input_shape, work_dir)
+        return train_paper(
+            located, params, seed, input_shape, work_dir, reader_threads=reader_threads
+        )
     model = compile_model(build_model(model_name, input_shape), params["learning_rate"])
-    train_data, validation_data = _datasets(located, params, seed, input_shape)
+    train_data, validation_data = _datasets(
+        located, params, seed, input_shape, reader_threads=reader_threads
+    )
     history, best, seconds = fit_model(
         model, train_data, validation_data, params["epochs"], params["patience"]
     )
@@ -232,6 +239,41 @@ def save_model(model, path: Path) -> None:
         model.save(tmp)
 
 
+def _train_run(located, params, seed, input_shape, out_dir: Path, fold: int, n_folds: int,
+               baseline: bool, reader_threads: int) -> tuple[dict, pd.DataFrame]:
+    """One training run (the only one, or fold ``fold``): the model and its baseline."""
+    model_name = params["model"]
+    run_dir = out_dir / f"fold{fold}" if n_folds else out_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run = located.copy()
+    if n_folds:
+        run["split"] = fold_splits(run["fold"].to_numpy(), fold, n_folds)
+    model, history, best, seconds = train_one(
+        run, params, seed, input_shape, model_name, run_dir, reader_threads
+    )
+    save_model(model, run_dir / "model.keras")
+    record = {
+        "fold": fold if n_folds else -1, "epochs_run": len(history), "best_epoch": best,
+        "seconds": round(seconds, 3),
+        "n_train": int((run["split"] == "train").sum()),
+        "n_validation": int((run["split"] == "validation").sum()),
+    }
+    if baseline:
+        frame_model, frame_history, frame_best, frame_seconds = train_one(
+            run, params, seed, input_shape, "frame", run_dir, reader_threads
+        )
+        save_model(frame_model, run_dir / "baseline_frame.keras")
+        record["baseline_frame"] = {
+            "epochs_run": len(frame_history), "best_epoch": frame_best,
+            "seconds": round(frame_seconds, 3),
+        }
+    if n_folds:
+        history.insert(0, "fold", fold)
+        write_text_atomic(run_dir / "history.csv", history.to_csv(index=False))
+    log.info("trained %s %s", model_name, json.dumps(record))
+    return record, history
+
+
 def train_task(
     split_tsv: str | Path,
     clip_files: Sequence[str | Path],
@@ -240,6 +282,7 @@ def train_task(
     seed: int = 42,
     ablations: bool = True,
     require_disjoint_donors: bool = True,
+    reader_threads: int = 1,
 ) -> dict:
     """Train the task's model (and the single-frame baseline) from its split table.
 
@@ -254,12 +297,15 @@ def train_task(
         ``frame`` itself).
     require_disjoint_donors : refuse a split table in which a donor is in two splits.
         Switch off only to demonstrate what such a leak does.
+    reader_threads : threads that read and augment batches ahead of training; 1 (a
+        training job gets one core) reads in the input pipeline's own thread. Batches,
+        and so the trained model, do not depend on it.
 
     Returns
     -------
     The training summary, also written as ``train_summary.json``.
     """
-    params = {**DEFAULT_PARAMS, **dict(params)}
+    params = section_with_defaults("train", params)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     runtime = configure_runtime(seed, params["mixed_precision"])
@@ -272,39 +318,12 @@ def train_task(
     model_name = params["model"]
     baseline = ablations and model_name != "frame"
 
-    runs = []
-    histories = []
+    runs, histories = [], []
     for fold in range(max(n_folds, 1)):
-        run_dir = out_dir / f"fold{fold}" if n_folds else out_dir
-        run_dir.mkdir(parents=True, exist_ok=True)
-        run = located.copy()
-        if n_folds:
-            run["split"] = fold_splits(run["fold"].to_numpy(), fold, n_folds)
-        model, history, best, seconds = train_one(
-            run, params, seed, input_shape, model_name, run_dir
-        )
-        save_model(model, run_dir / "model.keras")
-        record = {
-            "fold": fold if n_folds else -1, "epochs_run": len(history), "best_epoch": best,
-            "seconds": round(seconds, 3),
-            "n_train": int((run["split"] == "train").sum()),
-            "n_validation": int((run["split"] == "validation").sum()),
-        }
-        if baseline:
-            frame_model, frame_history, frame_best, frame_seconds = train_one(
-                run, params, seed, input_shape, "frame", run_dir
-            )
-            save_model(frame_model, run_dir / "baseline_frame.keras")
-            record["baseline_frame"] = {
-                "epochs_run": len(frame_history), "best_epoch": frame_best,
-                "seconds": round(frame_seconds, 3),
-            }
-        if n_folds:
-            history.insert(0, "fold", fold)
-            write_text_atomic(run_dir / "history.csv", history.to_csv(index=False))
+        record, history = _train_run(located, params, seed, input_shape, out_dir, fold,
+                                     n_folds, baseline, reader_threads)
         histories.append(history)
         runs.append(record)
-        log.info("trained %s %s", model_name, json.dumps(record))
 
     if n_folds:
         shutil.copyfile(out_dir / "fold0" / "model.keras", out_dir / ".model.keras.part")

@@ -2,7 +2,9 @@
 import os
 from pathlib import Path
 
+from rbcflow.batches import BATCH_PATTERN, plan_batches, recording_bytes
 from rbcflow.config import ConfigError, load_sample_sheet, validate_config
+from rbcflow.layout import PIPELINE_FILES, SAMPLE_FILES, output_paths, task_paths
 
 # Validate (and complete with defaults) before any job runs; one message lists every
 # problem. The completed config replaces Snakemake's, so rules see every default.
@@ -14,6 +16,8 @@ config.clear()
 config.update(_validated)
 
 RESULTS = config["results"]
+# job logs and benchmarks: facts of one run (times, host), kept out of results/ and DVC
+LOGS = config["logs"]
 SIMULATED = not config["samples"]
 TASKS = {task["name"]: task for task in config["tasks"]}
 
@@ -31,6 +35,7 @@ if not SIMULATED:
 wildcard_constraints:
     sample=r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}",
     task=r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}",
+    batch=BATCH_PATTERN,
 
 
 def sample_sheet_path(wildcards=None):
@@ -61,26 +66,57 @@ def sample_ids():
     return list(sample_sheet()["sample"])
 
 
-def sample_row(wildcards):
+# The sections of the config the per-recording chain reads (rbcflow.preprocess).
+CHAIN_CONFIG = {
+    key: config[key]
+    for key in ("seed", "ingest", "background", "detect", "track", "clips")
+}
+_BATCH_CACHE = {}
+
+
+def batches():
+    """Batch name -> its samples (rbcflow.batches: consecutive rows up to batch_mb)."""
     sheet = sample_sheet()
-    if wildcards.sample not in sheet.index:
-        raise WorkflowError(
-            f"sample {wildcards.sample!r} is not in {sample_sheet_path()}"
-        )
-    return sheet.loc[wildcards.sample]
+    key = id(sheet)
+    if key not in _BATCH_CACHE:
+        sizes = [
+            (s, recording_bytes(p)) for s, p in zip(sheet["sample"], sheet["path"])
+        ]
+        _BATCH_CACHE[key] = plan_batches(sizes, config["preprocess"]["batch_mb"])
+    return _BATCH_CACHE[key]
 
 
-def video_path(wildcards):
-    return sample_row(wildcards)["path"]
+def batch_of(sample):
+    for name, members in batches().items():
+        if sample in members:
+            return name
+    raise WorkflowError(f"sample {sample!r} is not in {sample_sheet_path()}")
 
 
-def sample_info(wildcards):
-    """The sheet row of one sample as plain Python values (for params)."""
-    row = sample_row(wildcards)
-    return {
-        key: (value.item() if hasattr(value, "item") else value)
-        for key, value in row.items()
-    }
+def batch_dir(batch):
+    return f"{RESULTS}/preprocess/{batch}"
+
+
+def sample_file(sample, role):
+    """Path of one of a recording's files (role as in rbcflow.preprocess.output_paths)."""
+    return str(output_paths(batch_dir(batch_of(sample)), sample)[role])
+
+
+def batch_videos(wildcards):
+    return [sample_sheet().loc[s, "path"] for s in batches()[wildcards.batch]]
+
+
+def batch_rows(wildcards):
+    """The sample-sheet rows of a batch as plain Python values (for params)."""
+    sheet = sample_sheet()
+    return [
+        {k: (v.item() if hasattr(v, "item") else v) for k, v in sheet.loc[s].items()}
+        for s in batches()[wildcards.batch]
+    ]
+
+
+def all_batch_dirs(wildcards=None):
+    return [batch_dir(name) for name in batches()]
 
 
 def task_samples(task_name):
@@ -91,22 +127,82 @@ def task_samples(task_name):
     return list(sheet.loc[sheet["condition"].isin(wanted), "sample"])
 
 
+def task_batch_dirs(wildcards):
+    return sorted({batch_dir(batch_of(s)) for s in task_samples(wildcards.task)})
+
+
 def task_clip_files(wildcards):
-    return expand(f"{RESULTS}/clips/{{sample}}.h5", sample=task_samples(wildcards.task))
+    return [sample_file(s, "clips") for s in task_samples(wildcards.task)]
 
 
-def all_clip_files(wildcards=None):
-    return expand(f"{RESULTS}/clips/{{sample}}.h5", sample=sample_ids())
-
-
-def truth_files(wildcards=None):
+def truth_samples():
     sheet = sample_sheet()
     if "truth" not in sheet.columns:
         return []
-    return [path for path in sheet["truth"] if path]
+    return [s for s, t in zip(sheet["sample"], sheet["truth"]) if t]
+
+
+def batch_truth_samples(batch):
+    return [s for s in batches()[batch] if s in set(truth_samples())]
+
+
+def batch_truth_files(wildcards):
+    sheet = sample_sheet()
+    return [sheet.loc[s, "truth"] for s in batch_truth_samples(wildcards.batch)]
+
+
+def batch_truth_recordings(wildcards):
+    """Sample, tracks, summary and truth of every recording of a batch with a truth."""
+    sheet = sample_sheet()
+    return [
+        {
+            "sample": s,
+            "tracks": sample_file(s, "tracks"),
+            "tracks_summary": sample_file(s, "tracks_summary"),
+            "truth": sheet.loc[s, "truth"],
+        }
+        for s in batch_truth_samples(wildcards.batch)
+    ]
+
+
+def tracking_dirs(wildcards=None):
+    return [f"{RESULTS}/tracking/{b}" for b in batches() if batch_truth_samples(b)]
+
+
+def tracking_file(sample):
+    return f"{RESULTS}/tracking/{batch_of(sample)}/{sample}.json"
+
+
+def pipeline_sample():
+    """The recording the report's pipeline panels show (config or the sheet's first)."""
+    wanted = config["report"]["pipeline_sample"]
+    if wanted and wanted not in sample_sheet().index:
+        raise WorkflowError(
+            f"report.pipeline_sample {wanted!r} is not in {sample_sheet_path()}"
+        )
+    return wanted or sample_sheet()["sample"].iloc[0]
 
 
 REPORT = f"{RESULTS}/report"
+
+
+def report_files(lock_file):
+    """Every file the report reads, by role (rbcflow.report.inputs.ReportInputs)."""
+    samples = {
+        s: {role: sample_file(s, role) for role in SAMPLE_FILES} for s in sample_ids()
+    }
+    shown = pipeline_sample()
+    pipeline = {"sample": shown, "video": sample_sheet().loc[shown, "path"]}
+    pipeline.update({role: sample_file(shown, role) for role in PIPELINE_FILES[1:]})
+    return {
+        "tasks": {
+            t: {k: str(v) for k, v in task_paths(RESULTS, t).items()} for t in TASKS
+        },
+        "samples": samples,
+        "tracking": {s: tracking_file(s) for s in truth_samples()},
+        "pipeline": pipeline,
+        "lock_file": str(lock_file),
+    }
 
 
 def report_figure(name, label):

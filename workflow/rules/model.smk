@@ -8,16 +8,17 @@ BASELINE_OUTPUT = (
 
 rule split_task:
     input:
-        clips=task_clip_files,
+        preprocessed=task_batch_dirs,
     output:
         split=f"{RESULTS}/splits/{{task}}.tsv",
         audit=f"{RESULTS}/splits/{{task}}_audit.json",
     log:
-        f"{RESULTS}/logs/split_task/{{task}}.log",
+        f"{LOGS}/split_task/{{task}}.log",
     conda:
         "../../envs/rbcflow.yaml"
     threads: 1
     params:
+        clips=task_clip_files,
         task=lambda wildcards: TASKS[wildcards.task],
         split=config["split"],
         seed=config["seed"],
@@ -33,22 +34,23 @@ rule split_task:
 rule train_model:
     input:
         split=rules.split_task.output.split,
-        clips=task_clip_files,
+        preprocessed=task_batch_dirs,
     output:
         *BASELINE_OUTPUT,
         model=f"{RESULTS}/models/{{task}}/model.keras",
         history=f"{RESULTS}/models/{{task}}/history.csv",
         summary=f"{RESULTS}/models/{{task}}/train_summary.json",
     log:
-        f"{RESULTS}/logs/train_model/{{task}}.log",
+        f"{LOGS}/train_model/{{task}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/train_model/{{task}}.tsv"
+        f"{LOGS}/benchmarks/train_model/{{task}}.tsv"
     conda:
         "../../envs/rbcflow.yaml"
     threads: 1
     resources:
         mem_mb=6000,
     params:
+        clips=task_clip_files,
         train=config["train"],
         ablations=ABLATIONS,
         seed=config["seed"],
@@ -59,7 +61,7 @@ rule train_model:
 rule evaluate_model:
     input:
         split=rules.split_task.output.split,
-        clips=task_clip_files,
+        preprocessed=task_batch_dirs,
         model=rules.train_model.output.model,
         history=rules.train_model.output.history,
         summary=rules.train_model.output.summary,
@@ -67,15 +69,16 @@ rule evaluate_model:
         metrics=f"{RESULTS}/models/{{task}}/metrics.json",
         predictions=f"{RESULTS}/models/{{task}}/predictions.tsv",
     log:
-        f"{RESULTS}/logs/evaluate_model/{{task}}.log",
+        f"{LOGS}/evaluate_model/{{task}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/evaluate_model/{{task}}.tsv"
+        f"{LOGS}/benchmarks/evaluate_model/{{task}}.tsv"
     conda:
         "../../envs/rbcflow.yaml"
     threads: 1
     resources:
         mem_mb=4000,
     params:
+        clips=task_clip_files,
         task=lambda wildcards: TASKS[wildcards.task],
         evaluate=config["evaluate"],
         seed=config["seed"],

@@ -1,105 +1,46 @@
-# Per-recording preprocessing: one job per sample, so `--cores N` runs N videos at once.
+# Per-recording chain (rbcflow.preprocess): ingest, background, tracks and clips in one
+# job per batch of consecutive recordings (rbcflow.batches), so short triggered clips
+# do not each pay a job's start-up; `--cores N` runs N batches at once.
 
 
-rule ingest_video:
+rule preprocess_batch:
     input:
-        video=video_path,
+        videos=batch_videos,
     output:
-        meta=f"{RESULTS}/ingest/{{sample}}.json",
-        contact_sheet=f"{RESULTS}/ingest/{{sample}}.png",
+        folder=directory(f"{RESULTS}/preprocess/{{batch}}"),
     log:
-        f"{RESULTS}/logs/ingest_video/{{sample}}.log",
+        f"{LOGS}/preprocess_batch/{{batch}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/ingest_video/{{sample}}.tsv"
+        f"{LOGS}/benchmarks/preprocess_batch/{{batch}}.tsv"
     conda:
         "../../envs/rbcflow.yaml"
     threads: 1
     resources:
-        mem_mb=500,
+        mem_mb=1500,
     params:
-        info=sample_info,
-        allow_truncated=config["ingest"]["allow_truncated"],
-        fps_tolerance=config["ingest"]["fps_tolerance"],
+        rows=batch_rows,
+        chain=CHAIN_CONFIG,
     script:
-        "../scripts/ingest_video.py"
+        "../scripts/preprocess_batch.py"
 
 
-rule model_background:
+# Tracking accuracy against the simulator's truth, for the recordings that have one
+# (one job per batch: the scoring library's import costs more than a short recording).
+rule evaluate_tracking:
     input:
-        video=video_path,
-        meta=rules.ingest_video.output.meta,
+        preprocessed=rules.preprocess_batch.output.folder,
+        truth=batch_truth_files,
     output:
-        background=f"{RESULTS}/background/{{sample}}.npz",
-        qc=report(
-            f"{RESULTS}/background/{{sample}}_qc.png",
-            caption="../report/background_qc.rst",
-            category="Preprocessing",
-            labels={"sample": "{sample}", "figure": "background QC"},
-        ),
+        scores=directory(f"{RESULTS}/tracking/{{batch}}"),
     log:
-        f"{RESULTS}/logs/model_background/{{sample}}.log",
+        f"{LOGS}/evaluate_tracking/{{batch}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/model_background/{{sample}}.tsv"
+        f"{LOGS}/benchmarks/evaluate_tracking/{{batch}}.tsv"
     conda:
         "../../envs/rbcflow.yaml"
     threads: 1
-    resources:
-        mem_mb=1000,
     params:
-        background=config["background"],
-        detect=config["detect"],
-        seed=config["seed"],
+        recordings=batch_truth_recordings,
+        max_distance_px=config["evaluate"]["truth_max_distance_px"],
     script:
-        "../scripts/model_background.py"
-
-
-rule track_cells:
-    input:
-        video=video_path,
-        meta=rules.ingest_video.output.meta,
-        background=rules.model_background.output.background,
-    output:
-        tracks=f"{RESULTS}/tracks/{{sample}}.parquet",
-        summary=f"{RESULTS}/tracks/{{sample}}_tracks.tsv",
-    log:
-        f"{RESULTS}/logs/track_cells/{{sample}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/track_cells/{{sample}}.tsv"
-    conda:
-        "../../envs/rbcflow.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-    params:
-        info=sample_info,
-        detect=config["detect"],
-        track=config["track"],
-    script:
-        "../scripts/track_cells.py"
-
-
-rule cut_clips:
-    input:
-        video=video_path,
-        meta=rules.ingest_video.output.meta,
-        background=rules.model_background.output.background,
-        tracks=rules.track_cells.output.tracks,
-        summary=rules.track_cells.output.summary,
-    output:
-        clips=f"{RESULTS}/clips/{{sample}}.h5",
-        qc=f"{RESULTS}/clips/{{sample}}_qc.tsv",
-    log:
-        f"{RESULTS}/logs/cut_clips/{{sample}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/cut_clips/{{sample}}.tsv"
-    conda:
-        "../../envs/rbcflow.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-    params:
-        info=sample_info,
-        clips=config["clips"],
-        detect=config["detect"],
-    script:
-        "../scripts/cut_clips.py"
+        "../scripts/evaluate_tracking.py"

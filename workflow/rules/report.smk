@@ -1,4 +1,5 @@
-# The Table-1 report: tables, figures and one self-contained HTML page.
+# The Table-1 report: tables, figures and one self-contained HTML page. Its inputs are
+# exactly the files it reads (report_files() in common.smk lists them by role).
 
 
 rule render_report:
@@ -9,20 +10,10 @@ rule render_report:
         predictions=expand(f"{RESULTS}/models/{{task}}/predictions.tsv", task=TASKS),
         splits=expand(f"{RESULTS}/splits/{{task}}.tsv", task=TASKS),
         audits=expand(f"{RESULTS}/splits/{{task}}_audit.json", task=TASKS),
-        clips=all_clip_files,
-        tracks=lambda wildcards: expand(
-            f"{RESULTS}/tracks/{{sample}}_tracks.tsv", sample=sample_ids()
-        ),
-        detections=lambda wildcards: expand(
-            f"{RESULTS}/tracks/{{sample}}.parquet", sample=sample_ids()
-        ),
-        backgrounds=lambda wildcards: expand(
-            f"{RESULTS}/background/{{sample}}.npz", sample=sample_ids()
-        ),
-        ingest=lambda wildcards: expand(
-            f"{RESULTS}/ingest/{{sample}}.json", sample=sample_ids()
-        ),
-        truth=truth_files,
+        preprocessed=all_batch_dirs,
+        tracking=tracking_dirs,
+        pipeline_video=lambda wildcards: sample_sheet().loc[pipeline_sample(), "path"],
+        lock_file="requirements/lock.txt",
     output:
         html=report(
             f"{REPORT}/index.html",
@@ -44,23 +35,28 @@ rule render_report:
             category="Table 1",
             labels={"table": "ablations"},
         ),
+        confounders=f"{REPORT}/confounders.csv",
+        split_audit=f"{REPORT}/split_audit.csv",
+        data_samples=f"{REPORT}/data_summary_samples.csv",
+        data_conditions=f"{REPORT}/data_summary_conditions.csv",
+        tracking=f"{REPORT}/tracking_accuracy.csv",
+        provenance=f"{REPORT}/provenance.json",
         learning_curves=report_figure("learning_curves", "learning curves"),
         confusion_matrices=report_figure("confusion_matrices", "confusion matrices"),
         roc_curves=report_figure("roc_curves", "ROC curves"),
         per_donor=report_figure("per_donor_accuracy", "per-donor accuracy"),
         pipeline=report_figure("pipeline_panels", "pipeline panels"),
         examples=report_figure("example_clips", "example clips"),
-        confounders=report_figure("confounder_check", "confounder check"),
+        confounder_figure=report_figure("confounder_check", "confounder check"),
     log:
-        f"{RESULTS}/logs/render_report.log",
+        f"{LOGS}/render_report.log",
     benchmark:
-        f"{RESULTS}/benchmarks/render_report.tsv"
+        f"{LOGS}/benchmarks/render_report.tsv"
     conda:
         "../../envs/rbcflow.yaml"
     threads: 1
     params:
         config=config,
-        # the results folder, derived from the output so no path is hard-coded
-        results=lambda wildcards, output: str(Path(output.html).parent.parent),
+        files=lambda wildcards, input: report_files(input.lock_file),
     script:
         "../scripts/render_report.py"

@@ -6,9 +6,9 @@ checkpoint simulate_dataset:
     output:
         sheet=f"{config['simulate']['outdir']}/samples.tsv",
     log:
-        f"{RESULTS}/logs/simulate_dataset.log",
+        f"{LOGS}/simulate_dataset.log",
     benchmark:
-        f"{RESULTS}/benchmarks/simulate_dataset.tsv"
+        f"{LOGS}/benchmarks/simulate_dataset.tsv"
     conda:
         "../../envs/rbcflow.yaml"
     threads: workflow.cores

@@ -10,7 +10,7 @@ with rule_logging(snakemake.log[0]):
 
     evaluate_task(
         snakemake.input.split,
-        list(snakemake.input.clips),
+        list(snakemake.params.clips),
         Path(snakemake.input.model).parent,
         snakemake.params.task,
         snakemake.params.evaluate,

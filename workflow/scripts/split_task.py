@@ -7,7 +7,7 @@ with rule_logging(snakemake.log[0]):
 
     settings = snakemake.params.split
     split_task(
-        list(snakemake.input.clips),
+        list(snakemake.params.clips),
         snakemake.params.task,
         snakemake.output.split,
         snakemake.output.audit,

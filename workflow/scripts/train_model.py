@@ -10,7 +10,7 @@ with rule_logging(snakemake.log[0]):
 
     train_task(
         snakemake.input.split,
-        list(snakemake.input.clips),
+        list(snakemake.params.clips),
         Path(snakemake.output.model).parent,
         snakemake.params.train,
         seed=snakemake.params.seed,

@@ -490,6 +490,10 @@ class CineReader(VideoReader):
         super().__init__(path)
         try:
             from pims import Cine
+        except ImportError:
+            raise VideoError(f"{self.path}: reading Phantom .cine needs the `cine` extra: "
+                             "pip install 'rbcflow[cine]' (the pims package)") from None
+        try:
 
             self._cine = Cine(str(self.path))
             self.n_frames_header = len(self._cine)

@@ -178,36 +178,25 @@ def superimpose(frames: np.ndarray, reference: np.ndarray | float) -> np.ndarray
     return np.take_along_axis(frames, index[None], axis=0)[0]
 
 
-def foreground_mask(
-    frame: np.ndarray, background: np.ndarray, threshold: float, polarity: str = "absolute"
-) -> np.ndarray:
-    """Pixels whose difference to the background exceeds ``threshold`` (the detector's rule)."""
-    difference = np.asarray(frame, dtype=np.float32) - background
-    if polarity == "dark":
-        return -difference > threshold
-    if polarity == "bright":
-        return difference > threshold
-    return np.abs(difference) > threshold
-
-
 def pipeline_figure(
     frames: Mapping[int, np.ndarray],
     background: np.ndarray,
+    mask: np.ndarray,
     detections: pd.DataFrame,
-    threshold: float,
-    polarity: str,
+    rule: str,
     title: str,
 ) -> Figure:
     """Seed 000 Fig. 2A-C plus the tracks: overlay, foreground mask, subtraction, tracks.
 
-    ``frames`` maps frame numbers to grey images; the middle one is used for the mask
-    and the subtraction. ``detections`` (frame, track_id, x, y) are drawn as paths.
+    ``frames`` maps frame numbers to grey images; the middle one is the one whose
+    foreground ``mask`` (the detector's, ``rbcflow.segment.foreground_at``) is shown, and
+    the one subtracted. ``rule`` describes the mask; ``detections`` (frame, track_id, x, y)
+    are drawn as paths.
     """
     numbers = sorted(frames)
     stack = np.stack([frames[n] for n in numbers]).astype(np.float32)
     middle = frames[numbers[len(numbers) // 2]].astype(np.float32)
     overlay = superimpose(stack, background)
-    mask = foreground_mask(middle, background, threshold, polarity)
     subtracted = middle - background
     height, width = background.shape
     wide = width > 1.6 * height
@@ -216,13 +205,13 @@ def pipeline_figure(
     panel_h = panel_w * height / width
     fig, axes = plt.subplots(*shape, figsize=(panel_w * shape[1], (panel_h + 0.45) * shape[0]))
     axes = axes.ravel()
-    limit = max(float(np.percentile(np.abs(subtracted), 99.5)), threshold, 1.0)
+    limit = max(float(np.percentile(np.abs(subtracted), 99.5)), 1.0)
     axes[0].imshow(overlay, cmap="gray", interpolation="nearest")
     axes[0].set_title(f"A  {len(numbers)} frames superimposed ({numbers[0]}–{numbers[-1]})",
                       loc="left")
     axes[1].imshow(mask, cmap="gray", interpolation="nearest")
-    axes[1].set_title(f"B  foreground mask, frame {numbers[len(numbers) // 2]} "
-                      f"(|difference| > {threshold:g}, {polarity})", loc="left")
+    axes[1].set_title(f"B  foreground mask, frame {numbers[len(numbers) // 2]} ({rule})",
+                      loc="left")
     axes[2].imshow(subtracted, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
     axes[2].set_title("C  frame minus background", loc="left")
     axes[3].imshow(overlay, cmap="gray", interpolation="nearest")

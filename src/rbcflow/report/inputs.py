@@ -1,17 +1,23 @@
-"""Reading the report's inputs from the results folder, tolerating missing optional ones.
+"""The report's inputs: which files it reads (:class:`ReportInputs`) and their readers.
 
-Every reader returns ``None`` (or an empty frame) when its file is absent, so the report
-can say in the page what it could not show instead of failing. Files that exist but are
-malformed raise a ``ReportInputError`` naming the file.
+The workflow's ``render_report`` rule lists every file in :class:`ReportInputs` and
+declares exactly those as inputs; ``rbcflow report`` finds the same files by the results
+folder's layout (:meth:`ReportInputs.from_results`). Every reader returns ``None`` when
+its file is absent, so the report says in the page what it could not show; a file that
+exists but is malformed raises :class:`ReportInputError` naming it.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from rbcflow.layout import PIPELINE_FILES, SAMPLE_FILES, output_paths, task_paths
 
 BENCHMARK_COLUMNS = [
     "s", "h:m:s", "max_rss", "max_vms", "max_uss", "max_pss", "io_in", "io_out",
@@ -55,49 +61,95 @@ def read_tsv(path: Path, columns: list[str] | None = None, sep: str = "\t") -> p
     return _require_columns(frame, columns or [], path)
 
 
-def read_metrics(results: Path, task: str) -> dict | None:
-    """``results/models/<task>/metrics.json``."""
-    return read_json(results / "models" / task / "metrics.json")
 
 
-def read_history(results: Path, task: str) -> pd.DataFrame | None:
-    """``results/models/<task>/history.csv`` (one row per epoch)."""
-    return read_tsv(results / "models" / task / "history.csv", HISTORY_COLUMNS, sep=",")
+@dataclass
+class ReportInputs:
+    """Every file the report reads, by task, by sample and for the pipeline panels.
+
+    ``tasks[name]`` maps ``TASK_FILES`` to paths, ``samples[name]`` maps ``SAMPLE_FILES``,
+    ``tracking[name]`` is a recording's tracking-accuracy JSON (where it has a truth),
+    ``pipeline`` the sample shown in the pipeline panels with ``PIPELINE_FILES``.
+    """
+
+    tasks: dict[str, dict[str, Path]] = field(default_factory=dict)
+    samples: dict[str, dict[str, Path]] = field(default_factory=dict)
+    tracking: dict[str, Path] = field(default_factory=dict)
+    pipeline: dict[str, object] | None = None
+    lock_file: Path | None = None
+
+    @classmethod
+    def from_mapping(cls, data: Mapping) -> ReportInputs:
+        """From plain JSON-like values (the rule's params)."""
+        def paths(d):
+            return {k: Path(v) for k, v in d.items()}
+
+        pipeline = dict(data["pipeline"]) if data.get("pipeline") else None
+        if pipeline:
+            pipeline.update({k: Path(pipeline[k]) for k in PIPELINE_FILES})
+        return cls(
+            tasks={t: paths(f) for t, f in data.get("tasks", {}).items()},
+            samples={s: paths(f) for s, f in data.get("samples", {}).items()},
+            tracking=paths(data.get("tracking", {})),
+            pipeline=pipeline,
+            lock_file=Path(data["lock_file"]) if data.get("lock_file") else None,
+        )
+
+    @classmethod
+    def from_results(cls, results: str | Path, sheet, task_names: Sequence[str],
+                     pipeline_sample: str = "", lock_file: str | Path | None = None
+                     ) -> ReportInputs:
+        """The files of a results folder laid out as the workflow writes it."""
+
+        results = Path(results)
+        folders = {qc.parent.parent for qc in results.glob("preprocess/*/qc/*.json")}
+        located: dict[str, dict[str, Path]] = {}
+        for folder in sorted(folders):
+            for qc in sorted((folder / "qc").glob("*.json")):
+                located[qc.stem] = output_paths(folder, qc.stem)
+        samples = {s: {k: located[s][k] for k in (*SAMPLE_FILES, *PIPELINE_FILES[1:])}
+                   for s in sheet["sample"] if s in located}
+        scored = {path.stem: path for path in results.glob("tracking/*/*.json")}
+        tracking = {s: scored[s] for s in sheet["sample"] if s in scored}
+        shown = pipeline_sample or next(iter(samples), "")
+        pipeline = None
+        if shown in samples:
+            video = sheet.loc[sheet["sample"] == shown, "path"].iloc[0]
+            pipeline = {"sample": shown, "video": Path(video),
+                        **{k: samples[shown][k] for k in PIPELINE_FILES[1:]}}
+        return cls(
+            tasks={t: task_paths(results, t) for t in task_names},
+            samples={s: {k: f[k] for k in SAMPLE_FILES} for s, f in samples.items()},
+            tracking=tracking, pipeline=pipeline,
+            lock_file=Path(lock_file) if lock_file else None,
+        )
 
 
-def read_predictions(results: Path, task: str) -> pd.DataFrame | None:
-    """``results/models/<task>/predictions.tsv``."""
-    return read_tsv(results / "models" / task / "predictions.tsv", PREDICTION_COLUMNS)
+def read_history(path: Path) -> pd.DataFrame | None:
+    """A task's ``history.csv`` (one row per epoch)."""
+    return read_tsv(path, HISTORY_COLUMNS, sep=",")
 
 
-def read_split(results: Path, task: str) -> tuple[pd.DataFrame | None, dict | None]:
-    """``results/splits/<task>.tsv`` and its audit JSON."""
-    splits = read_tsv(results / "splits" / f"{task}.tsv", SPLIT_COLUMNS)
+def read_predictions(path: Path) -> pd.DataFrame | None:
+    """A task's ``predictions.tsv``."""
+    return read_tsv(path, PREDICTION_COLUMNS)
+
+
+def read_split(path: Path) -> pd.DataFrame | None:
+    """A task's split table."""
+    splits = read_tsv(path, SPLIT_COLUMNS)
     if splits is not None:
         splits = splits.astype({"donor": str, "session": str, "sample": str})
-    return splits, read_json(results / "splits" / f"{task}_audit.json")
+    return splits
 
 
-def read_track_summary(results: Path, sample: str) -> pd.DataFrame | None:
-    """``results/tracks/<sample>_tracks.tsv``."""
-    return read_tsv(results / "tracks" / f"{sample}_tracks.tsv", TRACK_SUMMARY_COLUMNS)
+def read_track_summary(path: Path) -> pd.DataFrame | None:
+    """A recording's ``<sample>_tracks.tsv``."""
+    return read_tsv(path, TRACK_SUMMARY_COLUMNS)
 
 
-def count_detections(results: Path, sample: str) -> int | None:
-    """Rows of ``results/tracks/<sample>.parquet``, read from its footer (no data loaded)."""
-    path = results / "tracks" / f"{sample}.parquet"
-    if not path.is_file():
-        return None
-    import pyarrow.parquet as pq
-
-    return int(pq.ParquetFile(path).metadata.num_rows)
-
-
-def read_detections(
-    results: Path, sample: str, first_frame: int, last_frame: int
-) -> pd.DataFrame | None:
+def read_detections(path: Path, first_frame: int, last_frame: int) -> pd.DataFrame | None:
     """Detections of ``first_frame..last_frame`` only (the file can hold millions of rows)."""
-    path = results / "tracks" / f"{sample}.parquet"
     if not path.is_file():
         return None
     return pd.read_parquet(
@@ -107,14 +159,13 @@ def read_detections(
     )
 
 
-def read_clip_qc(results: Path, sample: str) -> pd.DataFrame | None:
-    """``results/clips/<sample>_qc.tsv`` (``reason``, ``count``)."""
-    return read_tsv(results / "clips" / f"{sample}_qc.tsv", ["reason", "count"])
+def read_clip_qc(path: Path) -> pd.DataFrame | None:
+    """A recording's ``<sample>_qc.tsv`` (``reason``, ``count``)."""
+    return read_tsv(path, ["reason", "count"])
 
 
-def read_clip_table(results: Path, sample: str) -> pd.DataFrame | None:
-    """The clip table of ``results/clips/<sample>.h5``."""
-    path = results / "clips" / f"{sample}.h5"
+def read_clip_table(path: Path) -> pd.DataFrame | None:
+    """The clip table of a recording's clip file."""
     if not path.is_file():
         return None
     from rbcflow.clipstore import read_clip_table as _read
@@ -122,35 +173,21 @@ def read_clip_table(results: Path, sample: str) -> pd.DataFrame | None:
     return _read(path)
 
 
-def read_clip_file_clips(results: Path, sample: str, indices: list[int]) -> np.ndarray:
-    """Rows ``indices`` of the clips of ``results/clips/<sample>.h5``, (n, T, H, W) uint8."""
+def read_clip_file_clips(path: Path, indices: list[int]) -> np.ndarray:
+    """Rows ``indices`` of a clip file's clips, (n, T, H, W) uint8."""
     from rbcflow.clipstore import read_clips
 
-    return read_clips(results / "clips" / f"{sample}.h5", indices)
+    return read_clips(path, indices)
 
 
-def read_background(results: Path, sample: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """Background images (K, H, W) and the frame each starts at, or None."""
-    path = results / "background" / f"{sample}.npz"
-    if not path.is_file():
-        return None
-    with np.load(path, allow_pickle=False) as data:
-        if "images" not in data or "start_frames" not in data:
-            raise ReportInputError(f"{path}: needs arrays 'images' and 'start_frames'")
-        images = np.asarray(data["images"], dtype=np.float32)
-        starts = np.asarray(data["start_frames"], dtype=np.int64)
-    if images.ndim != 3 or starts.shape != (images.shape[0],):
-        raise ReportInputError(
-            f"{path}: images must be (K, H, W) and start_frames (K,), got "
-            f"{images.shape} and {starts.shape}"
-        )
-    return images, starts
+def read_background_model(path: Path):
+    """A recording's background model (``rbcflow.background.load_background``)."""
+    from rbcflow.background import load_background
 
-
-def background_for_frame(images: np.ndarray, starts: np.ndarray, frame: int) -> np.ndarray:
-    """The background image that applies at ``frame`` (the last one starting at or before it)."""
-    index = int(np.searchsorted(starts, frame, side="right")) - 1
-    return images[max(index, 0)]
+    try:
+        return load_background(path)
+    except ValueError as exc:
+        raise ReportInputError(str(exc)) from None
 
 
 def read_truth(path: str | Path) -> pd.DataFrame | None:
@@ -160,13 +197,13 @@ def read_truth(path: str | Path) -> pd.DataFrame | None:
     return read_tsv(Path(path), ["frame", "cell_id", "x", "y"])
 
 
-def read_benchmarks(results: Path) -> pd.DataFrame:
-    """Every Snakemake benchmark file under ``results/benchmarks/``.
+def read_benchmarks(logs: Path) -> pd.DataFrame:
+    """Every Snakemake benchmark file under ``<logs>/benchmarks/`` (the config's ``logs``).
 
     Returns one row per job (repeats of one job averaged) with ``rule``, ``job`` (the
     file's path below the rule folder, i.e. its wildcards) and the benchmark columns.
     """
-    root = results / "benchmarks"
+    root = Path(logs) / "benchmarks"
     rows = []
     if root.is_dir():
         for path in sorted(root.rglob("*.tsv")):
@@ -186,89 +223,14 @@ def read_benchmarks(results: Path) -> pd.DataFrame:
     return pd.DataFrame(rows).reindex(columns=columns) if rows else pd.DataFrame(columns=columns)
 
 
-def read_dvc_lock(path: Path) -> list[dict]:
-    """Paths and hashes of every dependency and output recorded in a ``dvc.lock``."""
-    if not path.is_file():
-        return []
-    import yaml
-
-    lock = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    entries: dict[str, dict] = {}
-    for stage, spec in (lock.get("stages") or {}).items():
-        for kind in ("deps", "outs"):
-            for item in spec.get(kind) or []:
-                digest = item.get("md5") or item.get("hash") or item.get("etag")
-                if item.get("path") and digest:
-                    entries.setdefault(
-                        item["path"], {"path": item["path"], "md5": digest, "stage": stage}
-                    )
-    return sorted(entries.values(), key=lambda e: e["path"])
-
-
-def _to_grey(frame: np.ndarray) -> np.ndarray:
-    frame = np.asarray(frame)
-    if frame.ndim == 3 and frame.shape[2] >= 3:
-        import cv2
-
-        return cv2.cvtColor(np.ascontiguousarray(frame[:, :, :3]), cv2.COLOR_BGR2GRAY)
-    if frame.ndim == 3:
-        return frame[:, :, 0]
-    return frame
-
-
 def read_video_frames(path: str | Path, frame_numbers: list[int]) -> dict[int, np.ndarray]:
-    """The given frames of a recording as grey images, streamed (only these are kept).
+    """The given frames of a recording as grey images, streamed (only these are kept)."""
+    from rbcflow.io.video import VideoError, sample_frames
 
-    Uses ``rbcflow.io.video.sample_frames`` when that module is installed (it knows every
-    format the pipeline reads), else OpenCV (colour conversion off, so grey videos stay
-    single-channel) or tifffile for multi-page TIFF.
-    """
     wanted = sorted({int(f) for f in frame_numbers})
     if not wanted:
         return {}
     try:
-        from rbcflow.io.video import VideoError, sample_frames
-    except ImportError:
-        sample_frames = None
-    if sample_frames is not None:
-        try:
-            return sample_frames(path, wanted)
-        except VideoError as exc:
-            raise ReportInputError(str(exc)) from None
-    if Path(path).suffix.lower() in (".tif", ".tiff"):
-        import tifffile
-
-        with tifffile.TiffFile(path) as tif:
-            pages = len(tif.pages)
-            return {f: _to_grey(tif.pages[f].asarray()) for f in wanted if f < pages}
-    import cv2
-
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise ReportInputError(f"{path}: OpenCV cannot open the video")
-    capture.set(cv2.CAP_PROP_CONVERT_RGB, 0)
-
-    def frames():
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                return
-            yield frame
-
-    try:
-        return _collect(frames(), wanted, path)
-    finally:
-        capture.release()
-
-
-def _collect(frames, wanted: list[int], path: str | Path) -> dict[int, np.ndarray]:
-    out: dict[int, np.ndarray] = {}
-    targets = set(wanted)
-    for index, frame in enumerate(frames):
-        if index in targets:
-            out[index] = _to_grey(frame).copy()
-        if index >= wanted[-1]:
-            break
-    if not out:
-        raise ReportInputError(f"{path}: none of frames {wanted[0]}..{wanted[-1]} could be read")
-    return out
+        return sample_frames(path, wanted)
+    except VideoError as exc:
+        raise ReportInputError(str(exc)) from None
