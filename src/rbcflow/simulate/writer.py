@@ -278,7 +278,11 @@ class VideoSink:
 
 
 def _ffv1_encoder(width: int, height: int, fps: float):
-    import av
+    try:
+        import av
+    except ImportError:
+        raise RuntimeError("simulating FFV1 video needs the `ffv1` extra: "
+                           "pip install 'rbcflow[ffv1]' (the av package)") from None
 
     codec = av.CodecContext.create("ffv1", "w")
     codec.width, codec.height, codec.pix_fmt = width, height, "gray"
