@@ -11,11 +11,14 @@ import functools
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
-import pandas as pd
 import yaml
+
+# jsonschema and pandas are imported where they are used: `rbcflow --help` and a job's
+# start would otherwise pay for them (pandas alone takes about 0.3 s to import).
+if TYPE_CHECKING:
+    import pandas as pd
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 
@@ -50,10 +53,16 @@ def _extend_with_defaults(validator_class):
                     instance[name] = copy.deepcopy(subschema["default"])
         yield from validate_properties(validator, properties, instance, schema)
 
+    import jsonschema
+
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
 
 
-_DefaultFillingValidator = _extend_with_defaults(jsonschema.Draft202012Validator)
+@functools.lru_cache(maxsize=1)
+def _default_filling_validator():
+    import jsonschema
+
+    return _extend_with_defaults(jsonschema.Draft202012Validator)
 
 
 def _schema_types(schema: Mapping) -> set[str]:
@@ -89,7 +98,7 @@ def coerce_strings(value: Any, schema: Mapping) -> Any:
     return parsed if any(matches.get(t, False) for t in wanted) else value
 
 
-def _error_location(error: jsonschema.ValidationError) -> str:
+def _error_location(error) -> str:
     return "/".join(str(part) for part in error.absolute_path) or "(top level)"
 
 
@@ -103,7 +112,7 @@ def validate_config(config: Mapping[str, Any] | None, source: str = "config") ->
     """
     schema = load_schema("config")
     completed = coerce_strings(copy.deepcopy(dict(config or {})), schema)
-    validator = _DefaultFillingValidator(schema)
+    validator = _default_filling_validator()(schema)
     # Two passes: the first fills nested defaults ({} -> full section), the second
     # validates the filled-in values themselves.
     list(validator.iter_errors(completed))
@@ -196,6 +205,9 @@ def load_sample_sheet(
     Every problem is collected and reported at once as ``file line N, column C: ...``
     (line numbers count the header as line 1, as an editor shows them).
     """
+    import jsonschema
+    import pandas as pd
+
     path = Path(path)
     try:
         sheet = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, comment=None)

@@ -31,6 +31,16 @@ DETECTION_COLUMNS = (
 #: detections cross module boundaries as 1-D arrays of this dtype, read by field name.
 DETECTION_DTYPE = np.dtype([(name, np.float64) for name in DETECTION_COLUMNS])
 _N_COLUMNS = len(DETECTION_COLUMNS)
+#: Position of each field in the lists :func:`detection_rows` returns.
+FIELD_INDEX = {name: k for k, name in enumerate(DETECTION_COLUMNS)}
+
+
+def detection_rows(detections: np.ndarray) -> list[list[float]]:
+    """Detections as plain lists of floats, fields in ``DETECTION_COLUMNS`` order (index them
+    with :data:`FIELD_INDEX`): for per-detection Python loops, where selecting fields of a
+    structured array costs more than the loop itself."""
+    table = np.ascontiguousarray(detections).view(np.float64)
+    return table.reshape(len(detections), _N_COLUMNS).tolist()
 
 
 def detections_from_rows(rows: list[list[float]]) -> np.ndarray:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from rbcflow.detect import FIELD_INDEX, detection_rows
 from rbcflow.params import TrackParams
 
 REJECTION_REASONS = ("too_short", "touches_border", "collision")
@@ -89,8 +90,9 @@ class TrackJudge:
         Rows with track id -1 (not linked) are not counted (and reported as not inside).
         """
         inside_rows = []
-        boxes = detections[_BOX_FIELDS].tolist()
-        for tid, (bx, by, bw, bh) in zip(ids.tolist(), boxes, strict=True):
+        ix, iy, iw, ih = (FIELD_INDEX[name] for name in _BOX_FIELDS)
+        for tid, row in zip(ids.tolist(), detection_rows(detections), strict=True):
+            bx, by, bw, bh = row[ix], row[iy], row[iw], row[ih]
             if tid < 0:
                 inside_rows.append(False)
                 continue

@@ -24,15 +24,16 @@ import math
 
 import numpy as np
 
+from rbcflow.detect import FIELD_INDEX, detection_rows
 from rbcflow.params import TrackParams
 from rbcflow.track.judge import FieldOfView
 
 _FLOW_AXES = {"+x": (0, 1.0), "-x": (0, -1.0), "+y": (1, 1.0), "-y": (1, -1.0), "any": (0, 0.0)}
 _INFEASIBLE = 1e9
-#: Fields the linker reads from a detection (``rbcflow.detect.DETECTION_DTYPE``), in the
-#: order of the tuples it works on inside this module.
-_LINK_FIELDS = ["x", "y", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "area_px", "major_px"]
-_X, _Y, _BX, _BY, _BW, _BH, _AREA, _MAJOR = range(len(_LINK_FIELDS))
+#: Where the fields the linker reads sit in a detection row (``rbcflow.detect.detection_rows``).
+_X, _Y, _BX, _BY, _BW, _BH, _AREA, _MAJOR = (
+    FIELD_INDEX[name] for name in
+    ("x", "y", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "area_px", "major_px"))
 
 
 class TrackingError(ValueError):
@@ -105,7 +106,7 @@ class FlowGate:
         self.axis, self.sign = _FLOW_AXES[flow_direction]
         self.max_backward = max_backward
 
-    def costs(self, track: _Track, px: float, py: float, detections: list[tuple],
+    def costs(self, track: _Track, px: float, py: float, detections: list[list[float]],
               frame: int) -> list[float]:
         gate, axis, sign = self.max_displacement, self.axis, self.sign
         last = track.x if axis == 0 else track.y
@@ -183,10 +184,10 @@ class OnlineLinker:
         """Tracks started so far."""
         return self._next_id
 
-    def _whole(self, d: tuple) -> bool:
+    def _whole(self, d: list[float]) -> bool:
         return self.view.inside(d[_BX], d[_BY], d[_BW], d[_BH])
 
-    def _new_track(self, d: tuple, frame: int) -> int:
+    def _new_track(self, d: list[float], frame: int) -> int:
         vx, vy = self.predictor.start_velocity()
         track = _Track(self._next_id, d[_X], d[_Y], vx, vy, frame,
                        d[_AREA] if self._whole(d) else 0.0)
@@ -199,7 +200,7 @@ class OnlineLinker:
         for track_id in track_ids:
             self.collided[track_id] = True
 
-    def _extend(self, track: _Track, d: tuple, frame: int) -> None:
+    def _extend(self, track: _Track, d: list[float], frame: int) -> None:
         whole = self._whole(d)
         ratio = self.params.merge_area_ratio
         if whole and track.area > 0 and track.n > 1 and d[_AREA] > ratio * track.area:
@@ -221,7 +222,7 @@ class OnlineLinker:
         track.x, track.y, track.frame = d[_X], d[_Y], frame
         track.n += 1
 
-    def _flag_close_pairs(self, det: list[tuple], ids: list[int]) -> None:
+    def _flag_close_pairs(self, det: list[list[float]], ids: list[int]) -> None:
         """Flag tracks whose cells come closer than one cell length to another cell."""
         factor = self.params.collision_distance_factor
         if factor <= 0:
@@ -233,7 +234,7 @@ class OnlineLinker:
                 if (a[_X] - b[_X]) ** 2 + (a[_Y] - b[_Y]) ** 2 < reach * reach:
                     self._collide(ids[i], ids[j])
 
-    def _check_merged(self, track: _Track, det: list[tuple], ids: list[int],
+    def _check_merged(self, track: _Track, det: list[list[float]], ids: list[int],
                       cost_row: list[float], frame: int) -> None:
         """An unmatched track whose candidate blob went to another track: two cells merged.
 
@@ -272,7 +273,7 @@ class OnlineLinker:
             keep.append(t)
         self._active = keep
 
-    def _non_satellites(self, rows: list[tuple]) -> list[int]:
+    def _non_satellites(self, rows: list[list[float]]) -> list[int]:
         """Indices of the rows that are not satellites of a larger neighbour."""
         ratio, gap = self.params.satellite_area_ratio, self.params.satellite_gap_px
         keep = []
@@ -286,7 +287,7 @@ class OnlineLinker:
                 keep.append(i)
         return keep
 
-    def _link(self, det: list[tuple], frame: int) -> list[int]:
+    def _link(self, det: list[list[float]], frame: int) -> list[int]:
         """Track ids of one frame's (non-satellite) detections; new tracks for the rest."""
         ids = [-1] * len(det)
         tracks = self._active
@@ -326,7 +327,7 @@ class OnlineLinker:
             self._drop_ended(frame)
         if detections is None or len(detections) == 0:
             return np.zeros(0, dtype=np.int64)
-        rows = detections[_LINK_FIELDS].tolist()
+        rows = detection_rows(detections)
         keep_rows = self._non_satellites(rows) if len(rows) > 1 else [0]
         ids = self._link([rows[c] for c in keep_rows], frame)
         if len(keep_rows) == len(rows):
