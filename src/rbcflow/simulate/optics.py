@@ -13,9 +13,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
+from rbcflow import portable
 from rbcflow.simulate.geometry import Channel, wall_distance_px
 
 FOCUS_OFFSETS_UM = {"in": 0.0, "above": 2.0, "below": -2.0}
@@ -66,25 +66,26 @@ def static_background(
 ) -> np.ndarray:
     """The static part of every frame: illumination, walls, vignetting, dust, pixel gain.
 
-    Returns a float32 image in grey levels (0..255 scale).
+    Returns a float32 image in grey levels (0..255 scale), computed in float64 with
+    :mod:`rbcflow.portable` so that every CPU gives the same bits.
     """
     h, w = channel.height_px, channel.width_px
-    dist = wall_distance_px(channel)
+    dist = wall_distance_px(channel).astype(np.float64)
     # PDMS outside the channel transmits a little less; the wall edge refracts light
     # into a dark line with a bright line just outside it.
-    img = np.where(dist > 0, 1.0, 0.9).astype(np.float32)
-    img -= 0.32 * np.exp(-(((dist + 0.6) / 1.3) ** 2))
-    img += 0.12 * np.exp(-(((dist + 3.5) / 1.4) ** 2))
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.where(dist > 0, 1.0, 0.9)
+    img -= 0.32 * portable.exp(-(((dist + 0.6) / 1.3) ** 2))
+    img += 0.12 * portable.exp(-(((dist + 3.5) / 1.4) ** 2))
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     r2 = ((xx - w / 2) ** 2 + (yy - h / 2) ** 2) / ((w / 2) ** 2 + (h / 2) ** 2)
     img *= 1.0 - vignetting * r2
     for _ in range(n_dust):
         cx, cy = rng.uniform(0, w), rng.uniform(0, h)
         sigma = rng.uniform(0.8, 3.0)
         depth = rng.uniform(0.04, 0.18)
-        img *= 1.0 - depth * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma**2))
+        img *= 1.0 - depth * portable.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma**2))
     if optics.blur_px > 0.3:
-        img = cv2.GaussianBlur(img, (0, 0), optics.blur_px)
+        img = portable.gaussian_blur(img, optics.blur_px)
     img *= 1.0 + 0.004 * rng.standard_normal((h, w)).astype(np.float32)
     return (level * img).astype(np.float32)
 
@@ -115,41 +116,44 @@ def cell_patch(
     """Relative transmission change (delta, 0 outside the cell) of one cell.
 
     Returns ``(delta, x0, y0)``: a small float32 patch and the frame position of its
-    top-left pixel, to be composited as ``frame *= 1 + delta``.
+    top-left pixel, to be composited as ``frame *= 1 + delta``. Computed in float64 with
+    :mod:`rbcflow.portable` (the same bits on every CPU).
     """
     a = max(semi_along_px, 0.5)
     b = max(semi_across_px, 0.5)
     reach = max(a, b) * (1.0 + look.crenation) + 3.0 * optics.blur_px + 5.0
     x0, y0 = int(math.floor(cx_px - reach)), int(math.floor(cy_px - reach))
     size = int(math.ceil(2 * reach)) + 1
-    coords = np.arange(size, dtype=np.float32)
+    coords = np.arange(size, dtype=np.float64)
     dx = (coords + x0 + 0.5 - cx_px)[None, :]
     dy = (coords + y0 + 0.5 - cy_px)[:, None]
     c, s = math.cos(angle_rad), math.sin(angle_rad)
     u = (dx * c + dy * s) / a
     v = (-dx * s + dy * c) / b
     rho = np.sqrt(u * u + v * v)
-    theta = np.arctan2(v, u)
+    theta = portable.arctan2(v, u)
     if look.crenation > 0:
-        spikes = np.maximum(np.cos(look.n_spikes * (theta - 0.3 * membrane)), 0.0) ** 6
+        lobe = np.maximum(portable.cos(look.n_spikes * (theta - 0.3 * membrane)), 0.0)
+        lobe2 = lobe * lobe
+        spikes = lobe2 * lobe2 * lobe2  # ** 6 would call pow, whose SIMD loops differ
         rho = rho / (1.0 + look.crenation * spikes)
     thick = biconcave_thickness(rho)
     if edge_on > 0:
         # Seen edge-on the disc is a rod of uniform thickness and looks darker.
         thick = (1 - edge_on) * thick + edge_on * 1.4 * np.sqrt(np.clip(1 - rho * rho, 0, 1))
-    inside = (rho < 1.0).astype(np.float32)
+    inside = (rho < 1.0).astype(np.float64)
     texture = (
         inside
         * look.wrinkle
         * (
-            np.cos(3.0 * (theta - membrane) + 6.0 * rho + look.texture_seed)
-            + 0.6 * np.cos(5.0 * (theta - membrane) - 4.0 * rho + 2.0 * look.texture_seed)
+            portable.cos(3.0 * (theta - membrane) + 6.0 * rho + look.texture_seed)
+            + 0.6 * portable.cos(5.0 * (theta - membrane) - 4.0 * rho + 2.0 * look.texture_seed)
         )
     )
     edge_width = 1.1 / min(a, b) * max(1.0, 0.6 * optics.blur_px)
-    ring = np.exp(-(((rho - 1.0) / edge_width) ** 2))
+    ring = portable.exp(-(((rho - 1.0) / edge_width) ** 2))
     halo_shift = 2.2 * edge_width
-    halo = np.exp(-(((rho - 1.0 - halo_shift) / edge_width) ** 2)) - np.exp(
+    halo = portable.exp(-(((rho - 1.0 - halo_shift) / edge_width) ** 2)) - portable.exp(
         -(((rho - 1.0 + halo_shift) / edge_width) ** 2)
     )
     defocus = optics.defocus_um
@@ -158,7 +162,7 @@ def cell_patch(
         - (0.22 - 0.05 * abs(defocus)) * ring
         + 0.16 * defocus * halo
         + texture
-    ).astype(np.float32)
+    )
     if optics.blur_px > 0.3:
-        delta = cv2.GaussianBlur(delta, (0, 0), optics.blur_px)
-    return delta, x0, y0
+        delta = portable.gaussian_blur(delta, optics.blur_px)
+    return delta.astype(np.float32), x0, y0
