@@ -10,8 +10,10 @@ import yaml
 from rbcflow.config import (
     SAMPLE_COLUMNS,
     ConfigError,
+    check_sample_row,
     load_config,
     load_sample_sheet,
+    non_finite_numbers,
     validate_config,
 )
 
@@ -38,7 +40,8 @@ def test_empty_config_gets_every_default():
     assert config["samples"] == ""
     assert config["background"]["method"] == "median"
     assert config["background"]["n_frames"] == 100
-    assert config["detect"]["min_area_px"] == 50
+    assert config["ingest"]["fps_tolerance"] == pytest.approx(0.02)
+    assert config["split"]["cv_folds"] == 0
     assert [t["name"] for t in config["tasks"]] == ["DA", "FA", "GA", "Mix"]
     assert config["tasks"][3]["positive"] == ["DA", "FA", "GA"]
     assert config["split"]["train"] == pytest.approx(0.7)
@@ -134,3 +137,46 @@ def test_empty_sheet_and_missing_sheet(tmp_path):
         load_sample_sheet(write_sheet(tmp_path, []))
     with pytest.raises(ConfigError, match="not found"):
         load_sample_sheet(tmp_path / "absent.tsv")
+
+
+@pytest.mark.parametrize("folds, accepted", [(0, True), (1, False), (2, False), (3, True)])
+def test_cv_folds_the_splitter_refuses_are_refused_by_validation(folds, accepted):
+    if accepted:
+        assert validate_config({"split": {"cv_folds": folds}})["split"]["cv_folds"] == folds
+        return
+    with pytest.raises(ConfigError, match=f"split/cv_folds: {folds} is not allowed: .*K >= 3"):
+        validate_config({"split": {"cv_folds": folds}})
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_numbers_anywhere_in_the_config_are_refused(value):
+    with pytest.raises(ConfigError) as error:
+        validate_config({"ingest": {"fps_tolerance": value}, "split": {"test": value}})
+    assert "ingest/fps_tolerance: must be a finite number" in str(error.value)
+    assert "split/test: must be a finite number" in str(error.value)
+
+
+def test_non_finite_numbers_are_found_in_nested_lists():
+    assert non_finite_numbers({"a": [1.0, {"b": float("nan")}], "c": 2}) == ["a/1/b"]
+    assert non_finite_numbers({"a": [1, 2.5, "nan"]}) == []
+
+
+@pytest.mark.parametrize("column, value", [("fps", "nan"), ("fps", "inf"),
+                                           ("um_per_px", "-inf"), ("um_per_px", "NaN")])
+def test_nan_and_inf_in_the_sheet_are_refused(tmp_path, column, value):
+    row = GOOD[0].split("\t")
+    row[7 if column == "um_per_px" else 6] = value
+    with pytest.raises(ConfigError, match=f"line 2, column {column}: '{value}'"):
+        load_sample_sheet(write_sheet(tmp_path, ["\t".join(row), GOOD[1]]))
+
+
+def test_a_recording_described_on_the_command_line_is_checked_like_a_row():
+    good = {"sample": "S1", "path": "a.avi", "donor": "D1", "condition": "native",
+            "focus": "in", "session": "s", "fps": 1800.0, "um_per_px": 0.3}
+    check_sample_row(good, "cli")
+    with pytest.raises(ConfigError, match="^invalid recording description: cli: fps: 'nan'"):
+        check_sample_row({**good, "fps": float("nan")}, "cli")
+    with pytest.raises(ConfigError) as error:
+        check_sample_row({**good, "focus": "side", "um_per_px": -1.0}, "cli")
+    assert "focus: 'side' is not one of" in str(error.value)
+    assert "um_per_px: -1.0 is less than or equal to the minimum of 0" in str(error.value)

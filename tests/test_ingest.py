@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from rbcflow.background import load_background
 from rbcflow.cli import app
-from rbcflow.ingest import ingest_video
+from rbcflow.ingest import check_fps, ingest_video
 from rbcflow.io.video import VideoError
 
 H, W = 40, 120
@@ -125,3 +125,21 @@ def test_cli_ingest_then_background(tmp_path):
     sheet.write_text(sheet.read_text().replace("\t200\t", "\t300\t"))
     bad = runner.invoke(app, ["ingest", "s1", "--samples", str(sheet), "-c", str(config)])
     assert bad.exit_code == 1 and "frame rate" in bad.output
+
+
+@pytest.mark.parametrize("fps_sheet", [0.0, -1.0, float("nan"), float("inf"), None])
+def test_fps_check_refuses_a_sheet_rate_that_is_not_a_finite_positive_number(fps_sheet):
+    # 0 used to end in ZeroDivisionError and NaN to skip the comparison silently
+    with pytest.raises(VideoError, match="must be a finite number > 0"):
+        check_fps("x.avi", 1800.0, fps_sheet, 0.02)
+
+
+@pytest.mark.parametrize("fps_file", [None, 0.0, float("nan")])
+def test_fps_check_trusts_the_sheet_when_the_file_declares_no_usable_rate(fps_file):
+    check_fps("x.avi", fps_file, 1800.0, 0.02)
+
+
+def test_fps_check_compares_finite_rates():
+    check_fps("x.avi", 1810.0, 1800.0, 0.02)
+    with pytest.raises(VideoError, match="disagrees with the sample sheet"):
+        check_fps("x.avi", 1000.0, 1800.0, 0.02)

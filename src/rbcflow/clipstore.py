@@ -8,8 +8,9 @@ Layout (see docs/architecture.md):
   ``params`` and ``pipeline_id``; JSON where not a string). No time or host: the same
   inputs and parameters give the same bytes.
 
-Files are written under a temporary name and renamed, so a crash never leaves a clip file
-that looks complete.
+The file is built in memory by HDF5, then written under a temporary name and renamed, so
+a crash or a full disk never leaves a clip file that looks complete, and HDF5 itself never
+meets a failing disk.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from rbcflow.io.atomic import atomic_path
+from rbcflow.io.atomic import write_bytes_atomic
 from rbcflow.provenance import PREPROCESSING_PACKAGES, stable_provenance
 
 CLIP_TABLE_COLUMNS = [
@@ -71,24 +72,34 @@ def write_clip_file(
         raise ClipFileError(f"unknown compression {compression!r}")
 
     path = Path(path)
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as h5:
-            chunks = (1, *clips.shape[1:]) if clips.shape[0] > 0 else None
-            h5.create_dataset(
-                "clips", data=clips, chunks=chunks, compression=_COMPRESSION[compression]
-            )
-            group = h5.create_group("table")
-            for column in table.columns:
-                values = table[column].to_numpy()
-                if column in _STRING_COLUMNS or values.dtype == object:
-                    data = np.array([str(v) for v in values], dtype=object)
-                    group.create_dataset(column, data=data, dtype=h5py.string_dtype("utf-8"))
-                else:
-                    group.create_dataset(column, data=values)
-            record = stable_provenance(PREPROCESSING_PACKAGES, **(dict(attrs) if attrs else {}))
-            for key, value in record.items():
-                h5.attrs[key] = value if isinstance(value, str | int | float) else json.dumps(value)
+    # HDF5 builds the file in memory and Python writes it out: HDF5 writing to a full
+    # disk itself reports errno 28 and can then crash the interpreter when it closes.
+    with h5py.File(f"{path.name}.image", "w", driver="core", backing_store=False) as h5:
+        _fill_clip_file(h5, clips, table, attrs, compression)
+        h5.flush()
+        image = h5.id.get_file_image()
+    write_bytes_atomic(path, image)
     return path
+
+
+def _fill_clip_file(h5, clips: np.ndarray, table: pd.DataFrame,
+                    attrs: Mapping[str, object] | None, compression: str) -> None:
+    """The datasets and attributes of a clip file (layout in the module docstring)."""
+    chunks = (1, *clips.shape[1:]) if clips.shape[0] > 0 else None
+    h5.create_dataset(
+        "clips", data=clips, chunks=chunks, compression=_COMPRESSION[compression]
+    )
+    group = h5.create_group("table")
+    for column in table.columns:
+        values = table[column].to_numpy()
+        if column in _STRING_COLUMNS or values.dtype == object:
+            data = np.array([str(v) for v in values], dtype=object)
+            group.create_dataset(column, data=data, dtype=h5py.string_dtype("utf-8"))
+        else:
+            group.create_dataset(column, data=values)
+    record = stable_provenance(PREPROCESSING_PACKAGES, **(dict(attrs) if attrs else {}))
+    for key, value in record.items():
+        h5.attrs[key] = value if isinstance(value, str | int | float) else json.dumps(value)
 
 
 def read_clip_table(path: str | Path) -> pd.DataFrame:

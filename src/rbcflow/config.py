@@ -102,6 +102,38 @@ def _error_location(error) -> str:
     return "/".join(str(part) for part in error.absolute_path) or "(top level)"
 
 
+def _error_message(error) -> str:
+    """jsonschema's message, or the key's description where that explains more.
+
+    A ``not`` (values a key refuses, such as ``split.cv_folds`` 1 and 2) reads as
+    "2 should not be valid under {'enum': [1, 2]}"; the description says why.
+    """
+    description = error.schema.get("description") if isinstance(error.schema, dict) else None
+    if error.validator == "not" and description:
+        return f"{error.instance!r} is not allowed: {description}"
+    return error.message
+
+
+def non_finite_numbers(value: Any, location: str = "") -> list[str]:
+    """Locations (``a/b/0``) of the NaN and infinite numbers inside a nested value.
+
+    YAML reads ``.nan`` and ``.inf`` as floats, and ``exclusiveMinimum`` lets NaN through
+    (every comparison with NaN is false), so the schema alone cannot refuse them.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return [location or "(top level)"]
+    if isinstance(value, Mapping):
+        items = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return []
+    found: list[str] = []
+    for key, item in items:
+        found.extend(non_finite_numbers(item, f"{location}/{key}" if location else str(key)))
+    return found
+
+
 def validate_config(config: Mapping[str, Any] | None, source: str = "config") -> dict:
     """Validate a configuration mapping, fill in defaults and return the completed copy.
 
@@ -117,9 +149,11 @@ def validate_config(config: Mapping[str, Any] | None, source: str = "config") ->
     # validates the filled-in values themselves.
     list(validator.iter_errors(completed))
     problems = [
-        f"{source}: {_error_location(err)}: {err.message}"
+        f"{source}: {_error_location(err)}: {_error_message(err)}"
         for err in sorted(validator.iter_errors(completed), key=lambda e: list(e.absolute_path))
     ]
+    problems.extend(f"{source}: {where}: must be a finite number"
+                    for where in non_finite_numbers(completed))
     if not problems:
         problems.extend(_cross_check_config(completed, source))
     if problems:
@@ -189,10 +223,40 @@ def _deep_merge(base: Mapping, update: Mapping) -> dict:
 
 
 def _as_number(text: str) -> float | str:
+    """A sheet cell as a number, or the text itself when it is not a finite number.
+
+    ``float()`` also reads ``nan`` and ``inf``; neither is a JSON number, so they stay
+    text and the schema's ``type: number`` refuses them.
+    """
     try:
-        return float(text)
+        value = float(text)
     except (TypeError, ValueError):
         return text
+    return value if math.isfinite(value) else text
+
+
+def check_sample_row(row: Mapping[str, Any], source: str) -> None:
+    """Raise ``ConfigError`` listing every way one recording's description breaks the schema.
+
+    For a row given on the command line (``rbcflow preprocess --focus ... --fps ...``),
+    which no sample sheet checked: ``nan`` and ``inf`` are refused like in a sheet.
+    """
+    import jsonschema
+
+    record = {key: value for key, value in row.items()
+              if value is not None and not (key in OPTIONAL_SAMPLE_COLUMNS and value == "")}
+    for key in NUMERIC_SAMPLE_COLUMNS:
+        if isinstance(record.get(key), float) and not math.isfinite(record[key]):
+            record[key] = str(record[key])
+    validator = jsonschema.Draft202012Validator(load_schema("samples"))
+    problems = [
+        f"{source}: {'/'.join(map(str, error.absolute_path)) or '(row)'}: {error.message}"
+        for error in sorted(validator.iter_errors(record), key=lambda e: list(e.absolute_path))
+    ]
+    if len(problems) == 1:
+        raise ConfigError(f"invalid recording description: {problems[0]}")
+    if problems:
+        raise ConfigError("invalid recording description:\n  " + "\n  ".join(problems))
 
 
 def load_sample_sheet(

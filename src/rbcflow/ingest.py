@@ -12,12 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from rbcflow.io.atomic import atomic_path, write_text_atomic
+from rbcflow.io.atomic import write_png_atomic, write_text_atomic
 from rbcflow.io.video import VideoError, open_video
 from rbcflow.provenance import sha256_file
 
@@ -91,8 +92,12 @@ def contact_sheet(frames: list[tuple[int, np.ndarray]], columns: int = 3,
 def check_fps(path: str | Path, fps_file: float | None, fps_sheet: float,
               tolerance: float) -> None:
     """Raise VideoError when the file's frame rate differs from the sheet's beyond tolerance."""
-    if fps_file is None or fps_sheet is None:
-        return
+    if fps_sheet is None or not math.isfinite(fps_sheet) or fps_sheet <= 0:
+        # NaN would make every comparison below false, and so skip the check silently
+        raise VideoError(f"{path}: the sample sheet's frame rate must be a finite number > 0, "
+                         f"got {fps_sheet!r}")
+    if fps_file is None or not math.isfinite(fps_file) or fps_file <= 0:
+        return  # the file declares no usable rate: the sheet's is the only one
     relative = abs(fps_file - fps_sheet) / fps_sheet
     if relative > tolerance:
         raise VideoError(
@@ -133,9 +138,7 @@ def _decode_all(video_path: Path, sample: str, fps_sheet: float, fps_tolerance: 
 
 def _write_outputs(info: dict, sheet: np.ndarray, out_json: Path, out_png: Path) -> None:
     """The contact sheet, then the JSON; never one without the other."""
-    with atomic_path(out_png) as tmp:
-        if not cv2.imwrite(str(tmp), sheet):
-            raise OSError(f"{out_png}: cannot write PNG")
+    write_png_atomic(out_png, sheet)
     try:
         write_text_atomic(out_json, json.dumps(info, indent=2) + "\n")
     except BaseException:
@@ -193,6 +196,12 @@ def ingest_video(
         log.warning("%s; going on with the readable frames", message)
         if message not in problems:
             problems.append(message)
+    if n_frames == 1:
+        message = (f"{video_path}: sample {sample}: only one frame: its background is the "
+                   "frame itself, so no cell can be found or tracked in it (0 clips); "
+                   "check that the whole recording was exported")
+        log.warning("%s", message)
+        problems.append(message)
     info["sha256"] = sha256_recording(video_path)
     _write_outputs(info, contact_sheet(sampler.chosen()), Path(out_json), Path(out_png))
     log.info("%s: %d frames, %dx%d, %s fps (file), %s", video_path, n_frames, info["width"],

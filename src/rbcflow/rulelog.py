@@ -30,6 +30,16 @@ def rule_logging(log_path: str | Path, name: str = "rbcflow") -> Iterator[loggin
         sys.stderr = handle
         try:
             yield logger
+        except OSError as exc:
+            from rbcflow.io.atomic import write_failure_message
+
+            message = write_failure_message(exc)
+            if message is None:
+                logger.exception("job failed")
+                raise
+            # a full disk or a read-only folder: the cause in one line, no traceback
+            logger.error("job failed: %s", message)
+            raise SystemExit(1) from None
         except BaseException:
             logger.exception("job failed")
             raise

@@ -17,13 +17,22 @@ a per-file amount fixed from the first frame, so their brightest value fits in 8
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 from collections.abc import Container, Generator, Iterable, Iterator
 from pathlib import Path
 
-import cv2
-import numpy as np
+# FFmpeg's and OpenCV's own complaints about a damaged file (dozens of lines for one bad
+# header) say less than the one VideoError raised here; set OPENCV_FFMPEG_LOGLEVEL=32 and
+# OPENCV_LOG_LEVEL=WARNING to see them. OpenCV reads both once, before its first capture.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+if "OPENCV_LOG_LEVEL" not in os.environ:  # cv2 may have been imported before this module
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv")
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -76,6 +85,35 @@ def _to_grey(frame: np.ndarray, shift: int, channel_order: str) -> np.ndarray:
 
 #: BITMAPINFOHEADER compressions of top-down 8-bit grey frames (what FFmpeg reads as gray).
 _GREY_FOURCCS = (b"Y800", b"Y8  ", b"GREY")
+
+
+def _avi_declared_sizes(head: bytes) -> list[tuple[int, int]]:
+    """Frame sizes (width, height) an AVI's main and stream headers declare."""
+    sizes = []
+    main = head.find(b"avih")
+    if main >= 0 and main + 48 <= len(head):
+        sizes.append(struct.unpack("<II", head[main + 40:main + 48]))
+    stream = head.find(b"strf", head.find(b"vids"))
+    if stream >= 0 and head.find(b"vids") >= 0 and stream + 20 <= len(head):
+        width, height = struct.unpack("<ii", head[stream + 12:stream + 20])
+        sizes.append((abs(width), abs(height)))
+    return sizes
+
+
+def _undecodable_reason(path: Path) -> str:
+    """Why a video's first frame may not decode: a header larger than the file, or none."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(65536)
+        file_size = path.stat().st_size
+    except OSError as exc:
+        return f"cannot read it: {exc.strerror}"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        for width, height in _avi_declared_sizes(head):
+            if width * height > file_size:
+                return (f"the header declares {width} x {height} pixel frames, more than "
+                        f"the file's {file_size} bytes hold: a corrupt header")
+    return "zero frames, or a codec FFmpeg cannot decode"
 
 
 class _NotOneFrame(Exception):
@@ -297,7 +335,8 @@ class OpenCVReader(VideoReader):
             capture.set(cv2.CAP_PROP_CONVERT_RGB, 0)
             ok, first = capture.read()
             if not ok or first is None:
-                raise VideoError(f"{self.path}: frame 0 cannot be decoded (zero frames?)")
+                raise VideoError(f"{self.path}: frame 0 cannot be decoded "
+                                 f"({_undecodable_reason(self.path)})")
             # Only a grey pixel format is returned correctly without conversion; others
             # (BGR, YUV) come back as raw planes.
             self._raw_grey = _fourcc_text(capture.get(cv2.CAP_PROP_CODEC_PIXEL_FORMAT)) == "Y800"
