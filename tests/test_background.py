@@ -83,7 +83,8 @@ def test_segmenter_finds_the_cells_and_nothing_else(tmp_path, blur_sigma):
     # the detection blur is not set: it resolves to the background's, so sharp walls
     # compared with a blurred background do not turn into blobs
     params = resolve_chain_params({"background": {"n_frames": 60, "blur_sigma": blur_sigma},
-                                   "detect": {"polarity": "dark"}, "seed": 0}, 500.0, 1.0)
+                                   "detect": {"polarity": "dark", "min_area_px": 50},
+                                   "seed": 0}, 500.0, 1.0)
     assert params.detect.blur_sigma == blur_sigma
     model = build_background(tmp_path / "v.avi", params.background)
     segmenter = make_segmenter(model, params.detect)

@@ -127,7 +127,12 @@ def test_track_clips_centre_the_cell_and_mask_the_channel(recording, tmp_path):
     assert table["velocity_mm_s"].to_numpy() == pytest.approx(
         kept.loc[table["track_id"], "velocity_mm_s"].to_numpy())
     attrs = read_clip_attrs(tmp_path / "s1.h5")
+    from rbcflow.background import load_background
+
+    # the file records the values calibrated on the recording (its noise, the blur)
     params = chain_params({"crop_px": 32, "size_px": 32, "n_frames": 8})
+    params = params.calibrated(load_background(folder / "s1.npz"))
+    assert params.detect.noise_sigma is not None
     assert attrs["params"] == params.as_dict() and attrs["params"]["clips"]["crop_px"] == 32
     assert attrs["pipeline_id"] == params.pipeline_id
     assert attrs["source_sha256"] == sha256_recording(video) and attrs["sample"] == "s1"
@@ -213,10 +218,15 @@ def test_tracks_made_with_other_parameters_are_refused(recording, tmp_path):
     with pytest.raises(ClipError, match=r"detect\.threshold: 12\.0 here, 13\.0 expected"):
         _cut(folder, video, tmp_path, detect={"threshold": 13})
     assert not (tmp_path / "s1.h5").exists()
-    # clip settings and the recording's units are the clip stage's own: no refusal
+    # the pixel size sets detection and tracking sizes given in um: refused too
+    with pytest.raises(ClipError, match=r"detect\.rejoin_max_gap_px: 1 here, 2 expected"):
+        cut_clips(video, folder / "s1.npz", folder / "s1.parquet", folder / "s1_tracks.tsv",
+                  tmp_path / "s1.h5", tmp_path / "s1_qc.tsv", INFO,
+                  chain_params(um_per_px=0.25), "0" * 64)
+    # clip settings are the clip stage's own: no refusal
     n = cut_clips(video, folder / "s1.npz", folder / "s1.parquet", folder / "s1_tracks.tsv",
                   tmp_path / "s1.h5", tmp_path / "s1_qc.tsv", INFO,
-                  chain_params({"n_frames": 4}, um_per_px=0.25), "0" * 64)
+                  chain_params({"n_frames": 4}), "0" * 64)
     assert n == 4
 
 

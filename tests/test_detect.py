@@ -25,6 +25,14 @@ from rbcflow.detect import (
 )
 from rbcflow.params import ParameterError, detect_params
 
+#: The synthetic frames here have no physical scale and no background to calibrate on:
+#: a fixed threshold, polarity and minimum area in pixels.
+FIXED = {"threshold": 6, "polarity": "absolute", "min_area_px": 50}
+
+
+def _fixed(**overrides):
+    return detect_params(**{**FIXED, **overrides})
+
 
 def _ellipse(shape, x, y, a, b, angle_deg):
     """Pixels whose centres lie in the ellipse (centre x, y; semi-axes a, b; angle from +x
@@ -66,7 +74,7 @@ def test_band_equals_thresholded_difference():
     background[::7, ::3] = np.round(background[::7, ::3])  # integer ties too
     for polarity in ("dark", "bright", "absolute"):
         for threshold in (0.0, 2.0, 6.0, 6.5):
-            params = detect_params(polarity=polarity, threshold=threshold)
+            params = _fixed(polarity=polarity, threshold=threshold)
             fast = band_mask(frame, background_band(background, params)) > 0
             slow = difference(frame, background, polarity) > threshold
             assert np.array_equal(fast, slow), (polarity, threshold)
@@ -90,10 +98,10 @@ def test_lone_pixels_dropped_and_nothing_else():
     assert np.array_equal(out > 0, (mask > 0) & ~lone)
     frame = np.full(mask.shape, 100, np.uint8)
     # where one pixel is a blob (min_area_px 1, no re-joining), lone pixels stay blobs
-    single = detect_params(min_area_px=1, rejoin_split_cells=False, split_touching=False)
+    single = _fixed(min_area_px=1, rejoin_split_cells=False, split_touching=False)
     found = blobs_from_mask(mask, frame, single).detections
     assert (found["area_px"] == 1).sum() == lone.sum()
-    assert len(blobs_from_mask(mask, frame, detect_params(min_area_px=8))) >= 1
+    assert len(blobs_from_mask(mask, frame, _fixed(min_area_px=8))) >= 1
 
 
 def test_features_of_an_ellipse_match_its_geometry():
@@ -101,7 +109,7 @@ def test_features_of_an_ellipse_match_its_geometry():
     x, y, a, b, angle = 300.3, 60.7, 12.0, 7.0, 30.0
     inside = _ellipse(frame.shape, x, y, a, b, angle)
     frame[inside] -= 40
-    rows = _detections(_u8(frame), bg, detect_params())
+    rows = _detections(_u8(frame), bg, _fixed())
     assert rows.shape == (1,) and rows.dtype == DETECTION_DTYPE
     assert rows.dtype.names == DETECTION_COLUMNS
     assert all(rows.dtype[name] == np.float64 for name in DETECTION_COLUMNS)
@@ -126,7 +134,7 @@ def test_disc_has_near_zero_deformation_and_orientation_range():
     bg, frame = _scene(seed=2)
     frame[_ellipse(frame.shape, 100, 60, 10, 10, 0)] -= 30
     frame[_ellipse(frame.shape, 500, 60, 12, 6, 90)] -= 30
-    rows = _detections(_u8(frame), bg, detect_params())
+    rows = _detections(_u8(frame), bg, _fixed())
     rows = rows[np.argsort(rows["x"])]
     assert rows[0]["deformation"] < 0.02
     assert abs(abs(rows[1]["orientation_deg"]) - 90) < 2
@@ -138,7 +146,7 @@ def test_lighter_centre_is_filled():
     outer = _ellipse(frame.shape, 400, 66, 11, 11, 0)
     inner = _ellipse(frame.shape, 400, 66, 6, 6, 0)
     frame[outer & ~inner] -= 35  # the centre equals the background: a ring in the mask
-    blobs = detect_blobs(_u8(frame), bg, detect_params())
+    blobs = detect_blobs(_u8(frame), bg, _fixed())
     assert len(blobs) == 1
     assert abs(blobs.detections[0]["area_px"] - outer.sum()) <= 2
     mask = blobs.mask_image(frame.shape)
@@ -153,11 +161,11 @@ def test_small_blobs_are_dropped():
     large = _ellipse(frame.shape, 300, 60, 5, 4, 0)  # ~63 px
     frame[small] -= 40
     frame[large] -= 40
-    params = detect_params(min_area_px=50)
+    params = _fixed(min_area_px=50)
     rows = _detections(_u8(frame), bg, params)
     assert small.sum() < 50 <= large.sum()
     assert len(rows) == 1 and abs(rows[0]["x"] - 300) < 0.5
-    assert len(detect_blobs(_u8(frame), bg, detect_params(min_area_px=20))) == 2
+    assert len(detect_blobs(_u8(frame), bg, _fixed(min_area_px=20))) == 2
 
 
 def test_split_cell_is_rejoined_but_round_neighbours_are_not():
@@ -168,8 +176,8 @@ def test_split_cell_is_rejoined_but_round_neighbours_are_not():
     frame[_ellipse(frame.shape, 600, 50, 8, 8, 0)] -= 35  # two round cells, 2 px apart
     frame[_ellipse(frame.shape, 619, 50, 8, 8, 0)] -= 35
     image = _u8(frame)
-    joined = _detections(image, bg, detect_params())
-    split = _detections(image, bg, detect_params(rejoin_split_cells=False, min_area_px=20))
+    joined = _detections(image, bg, _fixed())
+    split = _detections(image, bg, _fixed(rejoin_split_cells=False, min_area_px=20))
     left = joined[joined["x"] < 400]
     assert len(left) == 1
     assert abs(left[0]["x"] - 200) < 0.5 and abs(left[0]["y"] - 66) < 0.5
@@ -183,9 +191,9 @@ def test_polarity():
     frame[_ellipse(frame.shape, 200, 60, 8, 8, 0)] -= 30
     frame[_ellipse(frame.shape, 500, 60, 8, 8, 0)] += 30
     image = _u8(frame)
-    dark = _detections(image, bg, detect_params(polarity="dark"))
-    bright = _detections(image, bg, detect_params(polarity="bright"))
-    both = _detections(image, bg, detect_params(polarity="absolute"))
+    dark = _detections(image, bg, _fixed(polarity="dark"))
+    bright = _detections(image, bg, _fixed(polarity="bright"))
+    both = _detections(image, bg, _fixed(polarity="absolute"))
     assert len(dark) == 1 and abs(dark[0]["x"] - 200) < 0.5
     assert len(bright) == 1 and abs(bright[0]["x"] - 500) < 0.5
     assert len(both) == 2
@@ -193,15 +201,15 @@ def test_polarity():
 
 def test_empty_frame_and_bad_input():
     bg, frame = _scene(seed=7)
-    blobs = detect_blobs(_u8(frame), bg, detect_params())
+    blobs = detect_blobs(_u8(frame), bg, _fixed())
     assert blobs.detections.shape == (0,) and blobs.detections.dtype == DETECTION_DTYPE
     assert len(blobs) == 0 and select_blob(blobs, 10, 10) is None
     assert not blobs.mask_image(frame.shape).any()
     assert np.array_equal(no_detections(), detections_from_rows([]))
     with pytest.raises(ParameterError, match="polarity"):
-        detect_params(polarity="darker")
+        _fixed(polarity="darker")
     with pytest.raises(ValueError, match="shape"):
-        detect_blobs(_u8(frame), bg[:, :-1], detect_params())
+        detect_blobs(_u8(frame), bg[:, :-1], _fixed())
 
 
 def test_select_blob_picks_the_blob_at_or_nearest_the_point():
@@ -210,7 +218,7 @@ def test_select_blob_picks_the_blob_at_or_nearest_the_point():
     b = _ellipse(frame.shape, 500, 60, 9, 9, 0)
     frame[a] -= 30
     frame[b] -= 30
-    blobs = detect_blobs(_u8(frame), bg, detect_params())
+    blobs = detect_blobs(_u8(frame), bg, _fixed())
     assert np.array_equal(_cell_mask(blobs, frame.shape, 503, 62).astype(bool), b)
     assert np.array_equal(_cell_mask(blobs, frame.shape, 250, 10).astype(bool), a)
     assert len(blobs.masks) == len(blobs.detections) == 2
@@ -255,7 +263,7 @@ def test_real_rtdc_frames_match_the_stored_masks(name, tmp_path):
     # a negative threshold without absolute difference means "darker than background".
     threshold = int(attrs.get("online_contour:bin threshold", -6))
     no_absdiff = bool(attrs.get("online_contour:no absdiff", True))
-    params = detect_params(
+    params = _fixed(
         polarity="dark" if (no_absdiff and threshold < 0) else "absolute",
         threshold=float(abs(threshold)),
         min_area_px=int(attrs.get("online_contour:bin area min", 50)),
@@ -293,9 +301,9 @@ def test_touching_cells_are_split_at_their_waist(angle):
     for x, y in centres:
         frame[_ellipse(frame.shape, x, y, 15, 15, 0)] -= 35
     image = _u8(frame)
-    merged = detect_blobs(image, bg, detect_params(split_touching=False))
+    merged = detect_blobs(image, bg, _fixed(split_touching=False))
     assert len(merged) == 1
-    rows = _detections(image, bg, detect_params())
+    rows = _detections(image, bg, _fixed())
     assert len(rows) == 2
     got = sorted(zip(rows["x"].tolist(), rows["y"].tolist(), strict=True))
     for (gx, gy), (x, y) in zip(got, sorted(centres), strict=True):
@@ -310,5 +318,5 @@ def test_single_deformed_and_notched_cells_are_not_split():
     notched = _ellipse(frame.shape, 650, 66, 14, 14, 0)
     notched[52:58, 649:652] = False  # a dent in the rim
     frame[notched] -= 35
-    rows = _detections(_u8(frame), bg, detect_params())
+    rows = _detections(_u8(frame), bg, _fixed())
     assert len(rows) == 3

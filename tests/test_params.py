@@ -10,14 +10,17 @@ import pytest
 
 from rbcflow.params import (
     CHAIN_SECTIONS,
+    MEASURED_FIELDS,
     BackgroundParams,
     ClipParams,
     DetectParams,
     ParameterError,
     TrackParams,
+    Units,
     background_params,
     clip_params,
     detect_params,
+    fields_of_key,
     resolve_chain_params,
     section_with_defaults,
     track_params,
@@ -40,9 +43,12 @@ def _schema(section: str) -> dict:
 def test_every_field_has_a_schema_key_and_every_key_a_field(section):
     fields = {f.name for f in dataclasses.fields(DATACLASSES[section])}
     exceptions = {name for (s, name) in NOT_IN_SECTION if s == section}
+    measured = set(MEASURED_FIELDS.get(section, ()))
     keys = set(_schema(section))
-    assert sorted(fields - exceptions - keys) == [], "fields without a schema key"
-    assert sorted(keys - fields) == [], "schema keys no field receives"
+    set_by_keys = {f for key in keys for f in fields_of_key(section, key)}
+    assert sorted(fields - exceptions - measured - set_by_keys) == [], \
+        "fields without a schema key"
+    assert sorted(set_by_keys - fields) == [], "schema keys no field receives"
     assert not exceptions & keys, "an exception that is also a key of the section"
     for key, spec in _schema(section).items():
         assert "default" in spec, f"{section}.{key} states no default"
@@ -60,8 +66,16 @@ def test_schema_defaults_reach_the_dataclasses():
     for section in CHAIN_SECTIONS:
         resolved = params.as_dict()[section]
         for key, spec in _schema(section).items():
-            if spec["default"] is not None:
+            if spec["default"] is not None and fields_of_key(section, key) == (key,):
                 assert resolved[key] == spec["default"], f"{section}.{key}"
+    # the physical keys, converted with the recording's units (500 fps, 0.5 um/px)
+    assert params.detect.min_area_px == 16  # 4 um^2 / 0.25 um^2
+    assert params.detect.cell_diameter_px == 15.0
+    assert params.track.max_displacement_px == 80.0  # 20 mm/s / 500 fps / 0.5 um
+    assert params.track.max_gap_frames == 1  # 1.5 ms at 500 fps, rounded half up
+    assert params.clips.crop_px == 32  # 16 um
+    assert params.detect.threshold is None and params.detect.auto_threshold
+    assert params.detect.polarity == "auto" and params.detect.auto_polarity
     # the documented conversions: a null detection blur is the background's blur, the
     # background's sample seed is the top-level seed
     assert params.detect.blur_sigma == params.background.blur_sigma
@@ -103,6 +117,9 @@ def test_unknown_keys_are_rejected_with_their_names():
     ("background", {"method": "mean"}, "background.method"),
     ("detect", {"polarity": "darker"}, "detect.polarity"),
     ("detect", {"threshold": math.nan}, "detect.threshold"),
+    ("detect", {"threshold_k": 0.0}, "detect.threshold_k"),
+    ("detect", {"polarity_share": 0.5}, "detect.threshold_k must be > 0, threshold_min >= 0 "
+                                        "and polarity_share"),
     ("track", {"flow_direction": "up"}, "track.flow_direction"),
     ("track", {"velocity_smoothing": 0.0}, "track.velocity_smoothing"),
     ("clips", {"mode": "tracks"}, "clips.mode"),
@@ -114,24 +131,30 @@ def test_out_of_range_values_name_their_key(section, values, key):
         resolve_chain_params({section: values}, FPS, UM_PER_PX)
 
 
-def _another_value(spec: dict, default):
+def _another_value(key: str, spec: dict, default):
     """A valid value of a schema key other than its default."""
     if "enum" in spec:
         return next(v for v in spec["enum"] if v != default)
+    if "anyOf" in spec:  # detect.threshold: auto or a number
+        return 4.5
     kind = spec["type"]
     if kind == "boolean":
         return not default
+    if default is None and "blur_sigma" not in key:  # a pixel override of a physical key
+        return 999
     if default is None:  # detect.blur_sigma: null resolves to the background's (0)
         return 1.5
     if kind == "integer":
         return default + 1
+    if key.endswith(("_um", "_um2", "_mm_s", "_ms")):
+        return default * 2  # enough to move the rounded pixel value
     return default * 0.9 if default else 0.5
 
 
 def _all_single_changes():
     for section in CHAIN_SECTIONS:
         for key, spec in _schema(section).items():
-            yield section, key, _another_value(spec, spec["default"])
+            yield section, key, _another_value(key, spec, spec["default"])
 
 
 def test_pipeline_id_changes_with_every_single_parameter():
@@ -140,11 +163,17 @@ def test_pipeline_id_changes_with_every_single_parameter():
     n = 0
     for section, key, value in _all_single_changes():
         changed = resolve_chain_params({section: {key: value}}, FPS, UM_PER_PX)
-        assert changed.as_dict()[section][key] != base.as_dict()[section][key], (section, key)
+        fields = fields_of_key(section, key)
+        for name in fields:
+            assert changed.as_dict()[section][name] != base.as_dict()[section][name], \
+                (section, key)
         differences = [d.split(":")[0] for d in changed.matches(base.as_dict())]
-        # the one conversion: a null detection blur follows the background's
-        follows = ["detect.blur_sigma"] if (section, key) == ("background", "blur_sigma") else []
-        assert differences == [f"{section}.{key}", *follows]
+        # the detection blur (auto) follows the background's; comparisons of auto values
+        # leave it out, as it may differ between recordings by design
+        follows = []
+        if (section, key) == ("background", "blur_sigma"):
+            assert changed.detect.blur_sigma == value
+        assert differences == [f"{section}.{name}" for name in fields] + follows, key
         assert changed.pipeline_id not in seen, (section, key)
         seen.add(changed.pipeline_id)
         n += 1
@@ -156,7 +185,7 @@ def test_pipeline_id_changes_with_every_single_parameter():
         seen.add(changed.pipeline_id)
     # the methods are spelled out in front of the hash
     mog2 = resolve_chain_params({"background": {"method": "mog2"}}, FPS, UM_PER_PX)
-    assert mog2.pipeline_id.startswith("bg-mog2:detect-absolute:link-+x:clips-track:")
+    assert mog2.pipeline_id.startswith("bg-mog2:detect-auto:link-+x:clips-track:")
 
 
 def test_pipeline_id_stays_when_nothing_resolved_changes():
@@ -165,10 +194,14 @@ def test_pipeline_id_stays_when_nothing_resolved_changes():
                    for section in CHAIN_SECTIONS}
     assert resolve_chain_params(spelled_out, FPS, UM_PER_PX).pipeline_id == base.pipeline_id
     # same values in other types (ints for floats, a unit given as an int)
-    as_ints = {"detect": {"threshold": 6}, "track": {"max_displacement_px": 40}}
+    as_ints = {"detect": {"threshold_k": 3}, "track": {"max_speed_mm_s": 20}}
     assert resolve_chain_params(as_ints, int(FPS), UM_PER_PX).pipeline_id == base.pipeline_id
+    # a pixel override equal to what its physical key converts to
+    in_pixels = {"track": {"max_displacement_px": 80, "max_gap_frames": 1},
+                 "clips": {"crop_px": 32}}
+    assert resolve_chain_params(in_pixels, FPS, UM_PER_PX).pipeline_id == base.pipeline_id
     # a detection blur equal to what null resolves to, and sections the chain does not read
-    explicit_blur = {"detect": {"blur_sigma": 0.0}}
+    explicit_blur = {"detect": {"blur_sigma": "auto"}}
     assert resolve_chain_params(explicit_blur, FPS, UM_PER_PX).pipeline_id == base.pipeline_id
     others = {"split": {"train": 0.5}, "train": {"epochs": 1}, "report": {"example_clips": 1},
               "results": "elsewhere", "preprocess": {"batch_mb": 1}}
@@ -178,6 +211,44 @@ def test_pipeline_id_stays_when_nothing_resolved_changes():
 
 def test_one_off_helpers_equal_the_resolved_sections():
     params = resolve_chain_params({"detect": {"threshold": 9}, "seed": 0}, FPS, UM_PER_PX)
-    assert detect_params(threshold=9) == params.detect
-    assert track_params() == params.track and clip_params() == params.clips
+    units = Units(FPS, UM_PER_PX)
+    assert detect_params(units, threshold=9) == params.detect
+    assert track_params(units) == params.track and clip_params(units) == params.clips
     assert background_params(seed=0) == params.background
+
+
+def test_physical_keys_follow_the_magnification_and_frame_rate():
+    base = resolve_chain_params({}, FPS, UM_PER_PX)
+    zoomed = resolve_chain_params({}, FPS, UM_PER_PX / 2)
+    faster = resolve_chain_params({}, FPS * 2, UM_PER_PX)
+    assert zoomed.detect.min_area_px == 4 * base.detect.min_area_px
+    assert zoomed.clips.crop_px == 2 * base.clips.crop_px
+    assert zoomed.track.max_displacement_px == 2 * base.track.max_displacement_px
+    assert faster.track.max_displacement_px == base.track.max_displacement_px / 2
+    assert faster.track.max_gap_frames == 2  # 1.5 ms at 1000 fps
+    # pixel keys override the physical ones
+    fixed = resolve_chain_params({"detect": {"min_area_px": 50}}, FPS, UM_PER_PX / 2)
+    assert fixed.detect.min_area_px == 50
+
+
+def test_calibration_sets_auto_values_once_and_keeps_fixed_ones():
+    import numpy as np
+
+    from rbcflow import calibrate
+
+    rng = np.random.default_rng(1)
+    frames = [np.clip(np.rint(100 + rng.normal(0, 2.0, (60, 80))), 0, 255) for _ in range(4)]
+    frames[0][10:20, 10:20] = 40  # a dark cell
+    noise = calibrate.noise_record(calibrate.difference_histogram(frames, np.full((60, 80),
+                                                                                  100.0)), 4)
+    auto = resolve_chain_params({}, FPS, UM_PER_PX).detect
+    calibrated = auto.calibrated(noise)
+    assert calibrated.noise_sigma == pytest.approx(2.0, rel=0.05)
+    assert calibrated.threshold == pytest.approx(3 * calibrated.noise_sigma, abs=0.01)
+    assert calibrated.polarity == "absolute"  # 100 contrast pixels: too few to tell
+    assert calibrated.calibrated(noise) is calibrated
+    fixed = resolve_chain_params({"detect": {"threshold": 9, "polarity": "dark",
+                                             "blur_sigma": None}}, FPS, UM_PER_PX).detect
+    assert fixed.calibrated(None) is fixed
+    with pytest.raises(ParameterError, match="no noise measurement"):
+        auto.calibrated(None)

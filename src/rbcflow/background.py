@@ -15,7 +15,10 @@ Methods
     frames. Every video gets a fresh model, never one shared across videos.
 
 Frames are sampled in one sequential pass (no seeking, which is slow and inexact for
-compressed video), and only the frames of one window are held at a time.
+compressed video), and only the frames of one window are held at a time. Some of the
+sampled frames are compared with the finished image on the way: the histogram of their
+difference (``params["noise"]``) is what ``detect.threshold: auto`` and
+``detect.polarity: auto`` are set from (``rbcflow.calibrate``).
 """
 
 from __future__ import annotations
@@ -30,10 +33,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from rbcflow.calibrate import (
+    CANDIDATE_BLURS,
+    N_BINS,
+    NOISE_FRAMES,
+    added_blur,
+    difference_histogram,
+    noise_record,
+)
 from rbcflow.detect import smooth
 from rbcflow.io.atomic import atomic_path
 from rbcflow.io.video import VideoError, open_video
 from rbcflow.params import BACKGROUND_METHODS, BackgroundParams
+from rbcflow.portable import gaussian_blur
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +179,10 @@ def build_background(
     n = int(n_frames_readable) if n_frames_readable is not None else _count_frames(video_path)
     if n <= 0:
         raise VideoError(f"{video_path}: zero frames")
+    if params.use_instrument:
+        model = instrument_background(video_path, params, n)
+        if model is not None:
+            return model
     rng = np.random.default_rng(params.seed)
     windows = _windows(n, params.method, params.rolling_window)
     picks = [np.sort(rng.choice(np.arange(a, b), size=min(params.n_frames, b - a),
@@ -178,6 +194,11 @@ def build_background(
     mog2 = (new_mog2(params.mog2_history, params.mog2_var_threshold)
             if params.method == "mog2" else None)
     held: list[np.ndarray] = []
+    # the first few sampled frames of each window, for the noise histogram
+    per_window = max(1, -(-NOISE_FRAMES // len(windows)))
+    blurs = [b for b in CANDIDATE_BLURS if b > params.blur_sigma]
+    noise = np.zeros((1 + len(blurs), N_BINS), np.int64)
+    n_noise = 0
     current = 0
     read = 0
     with open_video(video_path) as reader:
@@ -187,9 +208,14 @@ def build_background(
             w = wanted[index]
             if mog2 is not None:
                 mog2.apply(frame)
+                if len(held) < NOISE_FRAMES:
+                    held.append(smooth(frame, params.blur_sigma).copy())
                 continue
             if w != current:  # the previous window is complete: reduce it, free its frames
                 images.append(uint8_median(np.stack(held)))
+                noise += _noise_histograms(held[:per_window], images[-1], params.blur_sigma,
+                                           blurs)
+                n_noise += len(held[:per_window])
                 held, current = [], w
             held.append(smooth(frame, params.blur_sigma).copy())
     if read <= last:
@@ -200,13 +226,86 @@ def build_background(
                          f"frame {last} (pass n_frames_readable from the ingest JSON)")
     if mog2 is not None:
         images.append(mog2.getBackgroundImage())
+        per_window = NOISE_FRAMES
     else:
         images.append(uint8_median(np.stack(held)))
-    record = {**dataclasses.asdict(params), "n_frames_used": n}
+    noise += _noise_histograms(held[:per_window], images[-1], params.blur_sigma, blurs)
+    n_noise += len(held[:per_window])
+    record = {**dataclasses.asdict(params), "n_frames_used": n,
+              "noise": _noise_entry(noise, n_noise, blurs)}
     starts = [a for a, _ in windows]
     log.info("%s: %s background from %d sampled frames (%d image(s))", video_path,
              params.method, len(wanted), len(images))
     return BackgroundModel(params.method, record, np.stack(images), np.asarray(starts, np.int64))
+
+
+#: At most this many of an instrument's background images are kept (evenly spread).
+MAX_INSTRUMENT_IMAGES = 100
+
+
+def instrument_background(video_path: Path, params: BackgroundParams, n: int
+                          ) -> BackgroundModel | None:
+    """The background the instrument recorded (``.rtdc``: ``events/image_bg``), or None.
+
+    Image ``k`` is the instrument's background of frame ``start_frames[k]``, for up to
+    :data:`MAX_INSTRUMENT_IMAGES` frames evenly spread over the ``n`` readable ones; the
+    noise histogram compares up to :data:`NOISE_FRAMES` of those frames with their own
+    background, as for the other methods.
+    """
+    with open_video(video_path) as reader:
+        if not hasattr(reader, "instrument_background"):
+            return None
+        starts = np.unique(np.linspace(0, n - 1, min(n, MAX_INSTRUMENT_IMAGES)).astype(np.int64))
+        images = []
+        for start in starts:
+            image = reader.instrument_background(int(start), int(start) + 1)
+            if image is None:
+                return None
+            images.append(smooth(image[0], params.blur_sigma) if params.blur_sigma > 0
+                          else image[0])
+        checked = set(int(s) for s in starts[:: max(1, len(starts) // NOISE_FRAMES)])
+        frames = {index: smooth(frame, params.blur_sigma).copy()
+                  for index, frame in reader.frames(0, n, only=checked)}
+    blurs = [b for b in CANDIDATE_BLURS if b > params.blur_sigma]
+    noise = np.zeros((1 + len(blurs), N_BINS), np.int64)
+    for k, start in enumerate(starts):
+        if int(start) in frames:
+            noise += _noise_histograms([frames[int(start)]], images[k], params.blur_sigma,
+                                       blurs)
+    record = {**dataclasses.asdict(params), "n_frames_used": n, "instrument": True,
+              "noise": _noise_entry(noise, len(frames), blurs)}
+    log.info("%s: the instrument's background (%d image(s))", video_path, len(images))
+    return BackgroundModel(params.method, record, np.stack(images).astype(np.float32), starts)
+
+
+def _noise_entry(noise: np.ndarray, n_frames: int, blurs: list[float]) -> dict:
+    """The background record's ``noise``: histograms at its blur and at the candidates."""
+    return {**noise_record(noise[0], n_frames),
+            "blurred": [{"blur_sigma": b, **noise_record(noise[1 + k], n_frames)}
+                        for k, b in enumerate(blurs)]}
+
+
+def _noise_histograms(frames: list[np.ndarray], image: np.ndarray, base_blur: float,
+                      blurs: list[float]) -> np.ndarray:
+    """Difference histograms of sample frames at the background's blur and at ``blurs``."""
+    rows = [difference_histogram(frames, image)]
+    for blur in blurs:
+        extra = added_blur(base_blur, blur)
+        rows.append(difference_histogram([smooth(f, extra) for f in frames],
+                                         smooth_float(image, extra)))
+    return np.stack(rows)
+
+
+def smooth_float(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of a float background image, like :func:`rbcflow.detect.smooth`.
+
+    The portable blur, not ``cv2.GaussianBlur``: OpenCV's SIMD paths round float32
+    differently from one CPU to the next, and the noise histograms measured on this
+    image are stored in the background file, whose bytes DVC compares across machines.
+    """
+    if sigma <= 0:
+        return image
+    return gaussian_blur(np.asarray(image, np.float32), sigma, "replicate")
 
 
 def save_background(model: BackgroundModel, path: str | Path) -> None:

@@ -502,12 +502,13 @@ def cut_clips(
     from rbcflow.track import read_summary, read_tracks
 
     table, meta = read_tracks(tracks_parquet)
+    background = load_background(background_npz)
+    params = params.calibrated(background)
     differences = params.matches(meta.get("params") or {}, sections=("detect", "track"))
     if differences:
         raise ClipError(f"{tracks_parquet}: made with other parameters than the clips "
                         f"would be cut with: {'; '.join(differences)}")
     summary = read_summary(tracks_summary_tsv)
-    background = load_background(background_npz)
     extra: dict[str, int] = {}
     with open_video(video_path) as reader:
         frame_size = (reader.width, reader.height)
@@ -526,11 +527,12 @@ def cut_clips(
     n_clips = write_clip_outputs(out_h5, out_qc_tsv, clips, rows, qc_table(summary, extra),
                                  sample_info, params, source_sha256)
     if out_qc_record is not None:
-        from rbcflow.qc import recording_record, write_record
+        from rbcflow.qc import assess_recording, recording_record, write_record
 
-        write_record(recording_record(str(sample_info["sample"]), int(meta["n_frames"]),
-                                      len(table), summary, n_clips, params.pipeline_id),
-                     out_qc_record)
+        record = recording_record(str(sample_info["sample"]), int(meta["n_frames"]),
+                                  len(table), summary, n_clips, params.pipeline_id)
+        write_record(assess_recording(record, table, summary, background, params, video_path,
+                                      limits=params.qc), out_qc_record)
     return n_clips
 
 

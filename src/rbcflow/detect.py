@@ -125,6 +125,9 @@ def background_band(background: np.ndarray, params: DetectParams) -> Band:
     result equals thresholding :func:`difference` but costs one pass over the frame
     instead of four.
     """
+    if params.threshold is None or params.polarity not in POLARITIES:
+        raise ValueError("detect.threshold/polarity are auto: calibrate the parameters on "
+                         "the recording's background first (DetectParams.calibrated)")
     t = float(params.threshold)
     if isinstance(background, np.ndarray) and background.dtype == np.uint8:
         # Integer background: the band is b -+ floor(T), saturating (a fast path).

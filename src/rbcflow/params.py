@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 POLARITIES = ("dark", "bright", "absolute")
+AUTO = "auto"
 BACKGROUND_METHODS = ("median", "mog2", "rolling_median")
 FLOW_DIRECTIONS = ("+x", "-x", "+y", "-y", "any")
 CLIP_MODES = ("track", "frame")
@@ -76,6 +77,7 @@ class BackgroundParams:
 
     method: str
     n_frames: int
+    use_instrument: bool
     blur_sigma: float
     mog2_history: int
     mog2_var_threshold: float
@@ -97,27 +99,48 @@ class DetectParams:
 
     Attributes
     ----------
-    polarity : which sign of ``frame - background`` counts as foreground.
-    threshold : grey-level difference above which a pixel is foreground.
+    polarity : which sign of ``frame - background`` counts as foreground; ``auto`` until
+        :meth:`calibrated` has seen the recording's background.
+    threshold : grey-level difference above which a pixel is foreground; ``None`` until
+        calibrated when the config says ``auto``.
+    auto_threshold, auto_polarity : whether the two are set per recording.
+    threshold_k, threshold_min, polarity_share : the rules of ``auto`` (see
+        ``rbcflow.calibrate``).
+    noise_sigma : the recording's noise (grey levels) the calibration measured.
+    contrast : the figures the polarity was chosen from (dark and bright shares).
+    cell_diameter_px : the expected cell diameter on this recording (QC, inspection).
     min_area_px : blobs with fewer pixels (after hole filling and re-joining) are noise.
     rejoin_split_cells, rejoin_max_gap_px, rejoin_max_circularity : merge fragments of a
         cell whose rim and centre are both close to the background (seed 001, 3.6.1).
     close_px : side of a morphological closing of the mask (0: none).
     blur_sigma : Gaussian blur of every frame before the comparison (0: none); resolved to
-        the background's blur unless the config sets it.
+        the background's blur unless the config sets it (``auto``: chosen by
+        :meth:`calibrated` from the noise, at least the background's).
+    auto_blur, blur_when_noise_above : whether the blur follows the noise, and above
+        which noise it blurs more than the background.
     split_touching, split_max_solidity, split_min_waist, split_min_elongation,
     split_min_part_solidity, split_hump_separation, split_profile_smoothing_px : the rule
         that cuts a blob of two touching cells at its waist (see ``rbcflow.detect``).
     """
 
     polarity: str
-    threshold: float
+    threshold: float | None
+    auto_threshold: bool
+    auto_polarity: bool
+    threshold_k: float
+    threshold_min: float
+    polarity_share: float
+    noise_sigma: float | None
+    contrast: tuple[tuple[str, float], ...] | None
+    cell_diameter_px: float
     min_area_px: int
     rejoin_split_cells: bool
     rejoin_max_gap_px: int
     rejoin_max_circularity: float
     close_px: int
     blur_sigma: float
+    auto_blur: bool
+    blur_when_noise_above: float
     split_touching: bool
     split_max_solidity: float
     split_min_waist: float
@@ -127,11 +150,16 @@ class DetectParams:
     split_profile_smoothing_px: int
 
     def __post_init__(self) -> None:
-        if self.polarity not in POLARITIES:
-            raise ParameterError(f"detect.polarity must be one of {POLARITIES}, "
+        if self.polarity not in (*POLARITIES, AUTO):
+            raise ParameterError(f"detect.polarity must be one of {(*POLARITIES, AUTO)}, "
                                  f"not {self.polarity!r}")
-        if not (math.isfinite(self.threshold) and self.threshold >= 0):
+        if self.threshold is not None and not (math.isfinite(self.threshold)
+                                               and self.threshold >= 0):
             raise ParameterError(f"detect.threshold must be >= 0, not {self.threshold}")
+        if not (self.threshold_k > 0 and self.threshold_min >= 0
+                and 0.5 < self.polarity_share <= 1):
+            raise ParameterError("detect.threshold_k must be > 0, threshold_min >= 0 and "
+                                 "polarity_share in (0.5, 1]")
         if self.min_area_px < 1:
             raise ParameterError(f"detect.min_area_px must be >= 1, not {self.min_area_px}")
         if self.rejoin_max_gap_px < 0 or self.close_px < 0 or self.blur_sigma < 0:
@@ -142,6 +170,44 @@ class DetectParams:
         if self.split_min_elongation < 1 or self.split_profile_smoothing_px < 1:
             raise ParameterError("detect.split_min_elongation and split_profile_smoothing_px "
                                  "must be >= 1")
+
+    @property
+    def calibrated_already(self) -> bool:
+        """Whether threshold and polarity are known (fixed, or set from a background)."""
+        return (self.threshold is not None and self.polarity != AUTO
+                and not (self.auto_blur and self.noise_sigma is None))
+
+    def calibrated(self, noise: Mapping[str, Any] | None, source: object = "") -> DetectParams:
+        """Threshold and polarity set from a background's noise record (if ``auto``).
+
+        ``noise`` is ``BackgroundModel.params["noise"]`` (``rbcflow.calibrate``). Fixed
+        values are kept; calibrating twice gives the same result.
+        """
+        if self.calibrated_already:
+            return self
+        from rbcflow import calibrate
+
+        if not noise:
+            raise ParameterError(
+                f"{source}: detect.threshold, polarity or blur_sigma is auto, but the "
+                "background holds no noise measurement (a file from an older version: "
+                "rebuild it, or give all three fixed values)")
+        blur, counts, sigma = self.blur_sigma, calibrate.histogram_of(noise), None
+        sigma = calibrate.noise_sigma(counts)
+        if self.auto_blur:
+            blur, counts, sigma = calibrate.choose_blur(noise, self.blur_sigma,
+                                                        self.blur_when_noise_above)
+        threshold = self.threshold
+        if threshold is None:
+            threshold = calibrate.choose_threshold(sigma, self.threshold_k, self.threshold_min)
+        polarity, figures = self.polarity, None
+        if polarity == AUTO:
+            polarity, figures = calibrate.choose_polarity(counts, threshold,
+                                                          self.polarity_share)
+        contrast = None if figures is None else tuple(sorted(figures.items()))
+        return dataclasses.replace(self, threshold=threshold, polarity=polarity,
+                                   noise_sigma=round(sigma, 4), contrast=contrast,
+                                   blur_sigma=blur)
 
 
 @dataclass(frozen=True)
@@ -243,13 +309,28 @@ class ChainParams:
     detect: DetectParams
     track: TrackParams
     clips: ClipParams
+    #: the ``qc`` section (limits of the QC verdict): judges the outputs, changes none of
+    #: the chain's results, so it is not part of :meth:`as_dict` or the pipeline id
+    qc: Mapping[str, Any] = dataclasses.field(compare=False, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values, one mapping per section (and the recording's units)."""
         out: dict[str, Any] = {"units": {"fps": self.fps, "um_per_px": self.um_per_px}}
         for name in CHAIN_SECTIONS:
             out[name] = dataclasses.asdict(getattr(self, name))
+        contrast = out["detect"]["contrast"]
+        out["detect"]["contrast"] = None if contrast is None else dict(contrast)
         return out
+
+    def calibrated(self, background) -> ChainParams:
+        """These parameters with ``auto`` detection settings set from ``background``.
+
+        ``background`` is the recording's ``BackgroundModel``; its ``params["noise"]``
+        holds the difference histogram measured while it was built.
+        """
+        detect = self.detect.calibrated(background.params.get("noise"),
+                                        background.params.get("source", "background"))
+        return self if detect is self.detect else dataclasses.replace(self, detect=detect)
 
     @property
     def pipeline_id(self) -> str:
@@ -264,6 +345,14 @@ class ChainParams:
         """Keys whose recorded value (``as_dict`` layout) differs from this one's."""
         mine = self.as_dict()
         differences = []
+        # values measured per recording differ between recordings by design
+        if self.detect.auto_threshold:
+            ignore = (*ignore, "detect.threshold")
+        if self.detect.auto_polarity:
+            ignore = (*ignore, "detect.polarity")
+        if self.detect.auto_blur:
+            ignore = (*ignore, "detect.blur_sigma")
+        ignore = (*ignore, "detect.noise_sigma", "detect.contrast")
         for section in sections:
             theirs = dict(recorded.get(section) or {})
             for key, value in mine[section].items():
@@ -276,32 +365,121 @@ class ChainParams:
 def _background(section: Mapping[str, Any], seed: int) -> BackgroundParams:
     return BackgroundParams(
         method=str(section["method"]), n_frames=int(section["n_frames"]),
+        use_instrument=bool(section["use_instrument"]),
         blur_sigma=float(section["blur_sigma"]), mog2_history=int(section["mog2_history"]),
         mog2_var_threshold=float(section["mog2_var_threshold"]),
         rolling_window=int(section["rolling_window"]), seed=int(seed),
     )
 
 
-def _detect(section: Mapping[str, Any], background: BackgroundParams) -> DetectParams:
+@dataclass(frozen=True)
+class Units:
+    """One recording's frame rate and pixel size: the only place units are converted."""
+
+    fps: float
+    um_per_px: float
+
+    def px(self, um: float) -> float:
+        """Micrometres as pixels."""
+        return um / self.um_per_px
+
+    def px2(self, um2: float) -> float:
+        """Square micrometres as pixels."""
+        return um2 / self.um_per_px**2
+
+    def px_per_frame(self, mm_s: float) -> float:
+        """A speed (mm/s) as pixels per frame."""
+        return mm_s * 1000.0 / (self.fps * self.um_per_px)
+
+    def frames(self, ms: float) -> float:
+        """A duration (ms) as frames."""
+        return ms * self.fps / 1000.0
+
+
+def _whole(value: float) -> int:
+    """Round half up (Python's round() rounds half to even)."""
+    return int(math.floor(value + 0.5))
+
+
+# Physical keys of the config, the pixel/frame key that overrides each, and the conversion.
+_PHYSICAL: dict[str, dict[str, tuple[str, Any]]] = {
+    "detect": {
+        "min_area_px": ("min_area_um2", lambda u, v: max(_whole(u.px2(v)), 1)),
+        "rejoin_max_gap_px": ("rejoin_max_gap_um", lambda u, v: _whole(u.px(v))),
+        "split_profile_smoothing_px": ("split_profile_smoothing_um",
+                                       lambda u, v: max(_whole(u.px(v)), 1)),
+    },
+    "track": {
+        "max_displacement_px": ("max_speed_mm_s", lambda u, v: round(u.px_per_frame(v), 3)),
+        "max_gap_frames": ("max_gap_ms", lambda u, v: _whole(u.frames(v))),
+        "satellite_gap_px": ("satellite_gap_um", lambda u, v: round(u.px(v), 3)),
+    },
+    "clips": {
+        "crop_px": ("crop_um", lambda u, v: max(_whole(u.px(v)), 8)),
+    },
+}
+
+
+#: Fields measured on the recording (its background), not set by any config key.
+MEASURED_FIELDS = {"detect": ("noise_sigma", "contrast")}
+
+
+def fields_of_key(section: str, key: str) -> tuple[str, ...]:
+    """The resolved fields a config key sets (a physical key sets its pixel field)."""
+    for px_key, (physical_key, _) in _PHYSICAL.get(section, {}).items():
+        if key in (px_key, physical_key):
+            return (px_key,)
+    derived = {("detect", "threshold"): ("threshold", "auto_threshold"),
+               ("detect", "blur_sigma"): ("blur_sigma", "auto_blur"),
+               ("detect", "polarity"): ("polarity", "auto_polarity"),
+               ("detect", "cell_diameter_um"): ("cell_diameter_px",)}
+    return derived.get((section, key), (key,))
+
+
+def _in_pixels(name: str, section: Mapping[str, Any], units: Units) -> dict[str, Any]:
+    """A section's physical keys converted for one recording (pixel keys win when set)."""
     values = dict(section)
+    for px_key, (physical_key, convert) in _PHYSICAL.get(name, {}).items():
+        physical = values.pop(physical_key)
+        if values[px_key] is None:
+            values[px_key] = convert(units, float(physical))
+    return values
+
+
+def _build(cls, values: Mapping[str, Any]):
+    """A parameter dataclass from a mapping, each value cast to its field's type."""
+    cast = {"int": int, "float": float, "bool": bool, "str": str}
+    out = {}
+    for f in dataclasses.fields(cls):
+        value = values[f.name]
+        kind = str(f.type).split(" |")[0]
+        out[f.name] = value if value is None or kind not in cast else cast[kind](value)
+    return cls(**out)
+
+
+def _detect(section: Mapping[str, Any], background: BackgroundParams,
+            units: Units) -> DetectParams:
+    values = _in_pixels("detect", section, units)
     # a blurred background needs equally blurred frames, or sharp walls become blobs
-    if values["blur_sigma"] is None:
+    values["auto_blur"] = values["blur_sigma"] == AUTO
+    if values["blur_sigma"] in (None, AUTO):
         values["blur_sigma"] = background.blur_sigma
-    types = {f.name: f.type for f in dataclasses.fields(DetectParams)}
-    cast = {"int": int, "float": float, "bool": bool, "str": str}
-    return DetectParams(**{key: cast[types[key]](values[key]) for key in types})
+    auto_threshold = values["threshold"] == AUTO
+    values.update(
+        threshold=None if auto_threshold else float(values["threshold"]),
+        auto_threshold=auto_threshold, auto_polarity=values["polarity"] == AUTO,
+        noise_sigma=None, contrast=None,
+        cell_diameter_px=round(units.px(float(values.pop("cell_diameter_um"))), 3),
+    )
+    return _build(DetectParams, values)
 
 
-def _track(section: Mapping[str, Any]) -> TrackParams:
-    types = {f.name: f.type for f in dataclasses.fields(TrackParams)}
-    cast = {"int": int, "float": float, "str": str}
-    return TrackParams(**{key: cast[types[key]](section[key]) for key in types})
+def _track(section: Mapping[str, Any], units: Units) -> TrackParams:
+    return _build(TrackParams, _in_pixels("track", section, units))
 
 
-def _clips(section: Mapping[str, Any]) -> ClipParams:
-    types = {f.name: f.type for f in dataclasses.fields(ClipParams)}
-    cast = {"int": int, "float": float, "bool": bool, "str": str}
-    return ClipParams(**{key: cast[types[key]](section[key]) for key in types})
+def _clips(section: Mapping[str, Any], units: Units) -> ClipParams:
+    return _build(ClipParams, _in_pixels("clips", section, units))
 
 
 def resolve_chain_params(
@@ -324,27 +502,36 @@ def resolve_chain_params(
     sections = {name: section_with_defaults(name, config.get(name)) for name in CHAIN_SECTIONS}
     seed = int(config.get("seed", _schema_sections()["seed"]["default"]))
     background = _background(sections["background"], seed)
+    units = Units(fps, um_per_px)
     return ChainParams(
         fps=fps, um_per_px=um_per_px, background=background,
-        detect=_detect(sections["detect"], background), track=_track(sections["track"]),
-        clips=_clips(sections["clips"]),
+        detect=_detect(sections["detect"], background, units),
+        track=_track(sections["track"], units), clips=_clips(sections["clips"], units),
+        qc=section_with_defaults("qc", config.get("qc")),
     )
 
 
-def detect_params(**overrides: Any) -> DetectParams:
-    """Detection parameters from the schema's defaults with ``overrides`` (for one-off use)."""
+#: Units of the one-off helpers below (tests, benchmarks): the demo's zig-zag camera.
+ONE_OFF_UNITS = Units(fps=1800.0, um_per_px=0.2875)
+
+
+def detect_params(units: Units = ONE_OFF_UNITS, **overrides: Any) -> DetectParams:
+    """Detection parameters from the schema's defaults with ``overrides`` (for one-off use).
+
+    ``threshold`` and ``polarity`` default to ``auto``; pass numbers to fix them.
+    """
     background = _background(schema_defaults("background"), 0)
-    return _detect(section_with_defaults("detect", overrides), background)
+    return _detect(section_with_defaults("detect", overrides), background, units)
 
 
-def track_params(**overrides: Any) -> TrackParams:
+def track_params(units: Units = ONE_OFF_UNITS, **overrides: Any) -> TrackParams:
     """Tracking parameters from the schema's defaults with ``overrides``."""
-    return _track(section_with_defaults("track", overrides))
+    return _track(section_with_defaults("track", overrides), units)
 
 
-def clip_params(**overrides: Any) -> ClipParams:
+def clip_params(units: Units = ONE_OFF_UNITS, **overrides: Any) -> ClipParams:
     """Clip parameters from the schema's defaults with ``overrides``."""
-    return _clips(section_with_defaults("clips", overrides))
+    return _clips(section_with_defaults("clips", overrides), units)
 
 
 def background_params(seed: int = 0, **overrides: Any) -> BackgroundParams:

@@ -100,6 +100,11 @@ def preprocess_video(
     start = time.perf_counter()
     model = build_background(video_path, params.background, n_frames_readable=meta["n_frames"])
     save_background(model, paths["background"])
+    params = params.calibrated(model)
+    log.info("%s: noise %.2f grey levels; detection threshold %g (%s), polarity %s (%s)",
+             sample, params.detect.noise_sigma or float("nan"), params.detect.threshold,
+             "auto" if params.detect.auto_threshold else "fixed", params.detect.polarity,
+             "auto" if params.detect.auto_polarity else "fixed")
     write_background_qc(video_path, model, params.detect, paths["background_qc"])
     timings["background"] = time.perf_counter() - start
     start = time.perf_counter()
@@ -193,10 +198,11 @@ def track_and_cut(
         write_clip_outputs,
     )
     from rbcflow.io.video import open_video
-    from rbcflow.qc import recording_record, write_record
+    from rbcflow.qc import assess_recording, recording_record, write_record
     from rbcflow.segment import BandSegmenter, make_segmenter
     from rbcflow.track import TrackingPass
 
+    params = params.calibrated(background)  # the values every output records
     track_mode = params.clips.mode == "track"
     segmenter = make_segmenter(background, params.detect)
     # clip masks need every frame's blobs again, which a MOG2 model cannot replay
@@ -226,8 +232,10 @@ def track_and_cut(
                                       frame_size)
     n_clips = write_clip_outputs(paths["clips"], paths["clips_qc"], out, rows,
                                  qc_table(summary, extra), info, params, source_sha256)
-    write_record(recording_record(str(info["sample"]), tracking.n_frames, len(table), summary,
-                                  n_clips, params.pipeline_id), paths["qc"])
+    record = recording_record(str(info["sample"]), tracking.n_frames, len(table), summary,
+                              n_clips, params.pipeline_id)
+    write_record(assess_recording(record, table, summary, background, params, video_path,
+                                  limits=params.qc), paths["qc"])
     if timings is not None:
         timings.update(stream_cpu_s=finish_start - stream_start,
                        finish_cpu_s=time.process_time() - finish_start,

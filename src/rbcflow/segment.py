@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from rbcflow.background import BackgroundModel, new_mog2
+from rbcflow.background import BackgroundModel, new_mog2, smooth_float
+from rbcflow.calibrate import added_blur
 from rbcflow.detect import Band, Blobs, background_band, band_mask, blobs_from_mask
 from rbcflow.params import DetectParams
 
@@ -30,14 +31,22 @@ class BandSegmenter:
 
     def __init__(self, background: BackgroundModel, params: DetectParams) -> None:
         self.background = background
-        self.params = params
+        self.params = params.calibrated(background.params.get("noise"))
         self._bands: dict[int, Band] = {}
 
     def band(self, k: int) -> Band:
-        """The tolerance band of background image ``k`` (computed once)."""
+        """The tolerance band of background image ``k`` (computed once).
+
+        Frames blurred more than the background was are compared with the background
+        blurred by the difference (blurs add in squares), so both sides match.
+        """
         band = self._bands.get(k)
         if band is None:
-            band = self._bands[k] = background_band(self.background.images[k], self.params)
+            image = self.background.images[k]
+            base = float(self.background.params.get("blur_sigma", 0.0))
+            if self.params.blur_sigma > base:
+                image = smooth_float(image, added_blur(base, self.params.blur_sigma))
+            band = self._bands[k] = background_band(image, self.params)
         return band
 
     def raw_mask(self, frame: np.ndarray, index: int) -> np.ndarray:
@@ -57,7 +66,7 @@ class Mog2Segmenter:
 
     def __init__(self, background: BackgroundModel, params: DetectParams) -> None:
         self.background = background
-        self.params = params
+        self.params = params.calibrated(background.params.get("noise"))
         self._mog2 = new_mog2(background.params["mog2_history"],
                               background.params["mog2_var_threshold"])
         self._mog2.apply(background.image_u8(0), learningRate=1.0)

@@ -15,6 +15,7 @@ origin at the top-left corner of the field of view.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,8 +104,28 @@ def constriction_channel() -> Channel:
     return Channel("constriction", 800, 150, 0.25, wide_um=16.0)
 
 
+def magnified(channel: Channel, factor: float) -> Channel:
+    """The same channel filmed at ``factor`` times the magnification.
+
+    The pixels shrink by ``factor``; the frame keeps the channel's full height and its
+    field of view along the flow, so it has ``factor`` times the pixels both ways.
+    """
+    if not factor > 0:
+        raise ValueError(f"magnification must be > 0, got {factor}")
+    return dataclasses.replace(channel, um_per_px=channel.um_per_px / factor,
+                               width_px=int(round(channel.width_px * factor)),
+                               height_px=int(round(channel.height_px * factor)))
+
+
 def channel_by_name(name: str) -> Channel:
-    """Look up a geometry by name."""
+    """Look up a geometry by name; ``<name>@<factor>x`` is it at another magnification."""
+    base, _, zoom = name.partition("@")
+    if zoom:
+        try:
+            factor = float(zoom.removesuffix("x"))
+        except ValueError:
+            raise ValueError(f"geometry {name!r}: write a magnification as @2x") from None
+        return magnified(channel_by_name(base), factor)
     if name == "zigzag":
         return zigzag_channel()
     if name == "constriction":

@@ -99,6 +99,28 @@ class Donor:
 
 
 @dataclass(frozen=True)
+class Mixture:
+    """A suspension whose cells come from several conditions in known shares.
+
+    ``shares``: (condition, probability) pairs adding up to 1; each cell's condition is
+    drawn independently with these probabilities. ``params``: each condition's
+    parameters (:func:`condition_params`).
+    """
+
+    shares: tuple[tuple[str, float], ...]
+    params: dict = field(hash=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.shares or any(p < 0 for _, p in self.shares):
+            raise ValueError(f"mixture shares must be >= 0, got {self.shares}")
+        if not math.isclose(sum(p for _, p in self.shares), 1.0, abs_tol=1e-9):
+            raise ValueError(f"mixture shares must add up to 1, got {self.shares}")
+        missing = [c for c, _ in self.shares if c not in self.params]
+        if missing:
+            raise ValueError(f"mixture conditions without parameters: {missing}")
+
+
+@dataclass(frozen=True)
 class VideoSpec:
     """Everything needed to render one recording."""
 
@@ -113,6 +135,9 @@ class VideoSpec:
     fps: float
     params: dict = field(hash=False)
     arrival_gap_frames: float = 30.0
+    #: Cells drawn from several conditions in known shares (see :func:`plan_mixture`);
+    #: None: every cell is of ``condition``.
+    mixture: Mixture | None = None
 
 
 @dataclass(frozen=True)
@@ -241,10 +266,10 @@ def plan_dataset(
 
 
 def draw_cell(
-    rng: np.random.Generator, spec: VideoSpec, channel: Channel
+    rng: np.random.Generator, spec: VideoSpec, channel: Channel, params: dict | None = None
 ) -> tuple[CellParams, Appearance]:
-    """Draw one cell of a recording's condition and donor."""
-    cp, donor = spec.params, spec.donor
+    """Draw one cell of a recording's condition (or of ``params``' condition) and donor."""
+    cp, donor = spec.params if params is None else params, spec.donor
     speed_scale = CONTINUOUS_SPEED_SCALE if spec.geometry == "constriction" else 1.0
     # Donor and lateral-position effects take part of the reported spread.
     rel_sd = math.sqrt(max((cp["speed_sd"] / cp["speed"]) ** 2 - 0.05**2 - 0.03**2, 0.02**2))
@@ -283,6 +308,7 @@ class _Cell:
     params: CellParams
     look: Appearance
     state: CellState
+    condition: str = ""
 
 
 def _arrival_frames(rng: np.random.Generator, spec: VideoSpec) -> list[int]:
@@ -296,11 +322,18 @@ def _arrival_frames(rng: np.random.Generator, spec: VideoSpec) -> list[int]:
     return sorted(arrivals)
 
 
-def _new_cell(rng, spec, channel, cell_id) -> _Cell:
-    params, look = draw_cell(rng, spec, channel)
+def _new_cell(rng, spec, channel, cell_id, mixture_rng=None) -> _Cell:
+    condition, condition_params_ = spec.condition, None
+    if spec.mixture is not None:
+        # the condition comes from its own stream: the cell's draws keep their order
+        names = [c for c, _ in spec.mixture.shares]
+        shares = np.array([p for _, p in spec.mixture.shares])
+        condition = names[int(mixture_rng.choice(len(names), p=shares))]
+        condition_params_ = spec.mixture.params[condition]
+    params, look = draw_cell(rng, spec, channel, condition_params_)
     a = params.radius_um * (1 + params.crenation) * 1.6
     phase = params.phase0 if params.tumbling else 0.0
-    return _Cell(cell_id, params, look, CellState(-a, 0.0, phase, 0.0))
+    return _Cell(cell_id, params, look, CellState(-a, 0.0, phase, 0.0), condition)
 
 
 def _half_length_um(cell: _Cell, channel: Channel) -> float:
@@ -336,6 +369,8 @@ def render_video(spec: VideoSpec, seed: int, sink, truth_handle) -> dict:
     )  # fmt: skip
     cell_rng = np.random.default_rng(np.random.SeedSequence([seed, spec.index, 1]))
     noise_rng = np.random.default_rng(np.random.SeedSequence([seed, spec.index, 2]))
+    mixture_rng = (np.random.default_rng(np.random.SeedSequence([seed, spec.index, 3]))
+                   if spec.mixture is not None else None)
     dt = 1.0 / spec.fps
     fov_w = channel.fov_um[0]
     continuous = spec.mode == "continuous"
@@ -350,7 +385,7 @@ def render_video(spec: VideoSpec, seed: int, sink, truth_handle) -> dict:
     for frame_no in range(start, spec.n_frames):
         while pending and pending[0] <= frame_no:
             pending.pop(0)
-            active.append(_new_cell(cell_rng, spec, channel, next_id))
+            active.append(_new_cell(cell_rng, spec, channel, next_id, mixture_rng))
             next_id += 1
         while continuous and next_arrival <= frame_no:
             if active and not _inlet_clear(active[-1]):
@@ -359,7 +394,7 @@ def render_video(spec: VideoSpec, seed: int, sink, truth_handle) -> dict:
                 next_arrival = frame_no + 1
                 waiting = True
                 break
-            active.append(_new_cell(cell_rng, spec, channel, next_id))
+            active.append(_new_cell(cell_rng, spec, channel, next_id, mixture_rng))
             next_id += 1
             if waiting:
                 next_arrival = frame_no
@@ -377,7 +412,7 @@ def render_video(spec: VideoSpec, seed: int, sink, truth_handle) -> dict:
                 truth_handle.write(
                     f"{frame_no}\t{row.cell_id}\t{row.x:.2f}\t{row.y:.2f}\t{row.bbox_x}\t"
                     f"{row.bbox_y}\t{row.bbox_w}\t{row.bbox_h}\t{row.angle:.1f}\t"
-                    f"{row.major_px:.2f}\t{row.minor_px:.2f}\t{spec.condition}\t"
+                    f"{row.major_px:.2f}\t{row.minor_px:.2f}\t{cell.condition}\t"
                     f"{spec.donor.donor}\n"
                 )
             img = composite(background, flicker.gain(frame_no * dt), poses, optics, channel,
@@ -436,3 +471,93 @@ def write_video(spec: VideoSpec, seed: int, outdir: Path, video_format: str) -> 
         summary = render_video(spec, seed, sink, truth_handle)
     summary["row"] = sample_sheet_row(spec, video_rel, truth_rel)
     return summary
+
+
+#: Mixture recordings take spec indices from here on, so their random streams never
+#: coincide with those of a dataset's recordings (indices 0, 1, ...).
+MIXTURE_INDEX_BASE = 1_000_000
+
+
+def plan_mixture(
+    shares: dict[str, float],
+    index: int = 0,
+    preset: str = "tiny",
+    seed: int = 2024,
+    n_frames: int = 3000,
+    donor_number: int | None = None,
+    effect_size: float = 1.0,
+    sample: str | None = None,
+    arrival_gap_frames: float | None = None,
+) -> VideoSpec:
+    """A continuous, in-focus recording whose cells are a known mixture of conditions.
+
+    Parameters
+    ----------
+    shares : condition -> probability that a cell is of it (adding up to 1).
+    index : number of this mixture recording (seeds its random streams).
+    preset, seed : the dataset whose donors and arrival rate it shares; by default the
+        donor is one the preset does not have (number ``n_donors + 1 + index``), so a
+        model trained on the preset has never seen it.
+    n_frames : length of the recording (about one cell per 50 frames at the tiny
+        preset's arrival rate).
+    donor_number : the donor (1-based) to use instead.
+    effect_size : as for :func:`plan_dataset`.
+    sample : sample name (default ``<donor>_mix<index+1>_c1``).
+    arrival_gap_frames : mean frames between arrivals (default: the preset's).
+    """
+    p = PRESETS[preset]
+    number = donor_number or p.n_donors + 1 + index
+    donor = make_donors(max(number, p.n_donors), seed)[number - 1]
+    conditions = tuple(shares)
+    params = {c: condition_params(c, effect_size) for c in conditions}
+    mixture = Mixture(tuple((c, float(shares[c])) for c in conditions), params)
+    return VideoSpec(
+        MIXTURE_INDEX_BASE + index, sample or f"{donor.donor}_mix{index + 1}_c1", donor,
+        "", "in", "constriction", "continuous", n_frames, CONTINUOUS_FPS,
+        params[conditions[0]],
+        p.arrival_gap_frames if arrival_gap_frames is None else arrival_gap_frames,
+        mixture,
+    )
+
+
+def truth_composition(truth_path: str | Path) -> dict[str, int]:
+    """Cells per condition in a truth table (each cell counted once)."""
+    import pandas as pd
+
+    truth = pd.read_csv(truth_path, sep="\t", usecols=["cell_id", "condition"])
+    cells = truth.drop_duplicates("cell_id")
+    return {str(k): int(v) for k, v in cells["condition"].value_counts().sort_index().items()}
+
+
+def simulate_mixtures(
+    outdir: str | Path, specs: list[VideoSpec], seed: int = 2024,
+    video_format: str = "avi_raw",
+) -> Path:
+    """Write mixture recordings, an unlabelled sample sheet and their true composition.
+
+    Writes ``videos/``, ``truth/``, ``samples.tsv`` (the ``condition`` column empty: the
+    sheet ``rbcflow predict`` takes) and ``composition.tsv`` (``sample``, ``condition``,
+    ``share`` as planned, ``n_cells`` in the truth table). Returns the sample sheet.
+    """
+    import pandas as pd
+
+    from rbcflow.io.atomic import write_text_atomic
+
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    rows, composition = [], []
+    for spec in specs:
+        if spec.mixture is None:
+            raise ValueError(f"{spec.sample}: not a mixture recording (see plan_mixture)")
+        summary = write_video(spec, seed, outdir, video_format)
+        rows.append(summary["row"])
+        counts = truth_composition(outdir / summary["row"]["truth"])
+        for condition, share in spec.mixture.shares:
+            composition.append({"sample": spec.sample, "condition": condition,
+                                "share": share, "n_cells": counts.get(condition, 0)})
+    write_text_atomic(outdir / "composition.tsv", pd.DataFrame(composition).to_csv(
+        sep="\t", index=False, lineterminator="\n"))
+    sheet_path = outdir / "samples.tsv"
+    write_text_atomic(sheet_path, pd.DataFrame(rows).to_csv(sep="\t", index=False,
+                                                            lineterminator="\n"))
+    return sheet_path

@@ -102,6 +102,7 @@ def track_video(
     from rbcflow.segment import make_segmenter
 
     background = load_background(background_npz)
+    params = params.calibrated(background)  # the values the tracks table records
     segmenter = make_segmenter(background, params.detect)
     with open_video(video_path) as reader:
         tracking = TrackingPass(params, (reader.width, reader.height))
