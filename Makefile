@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CORES ?= all
 SNAKEMAKE ?= $(BIN)/snakemake
 
-.PHONY: demo test browser after-checkout lint lock clean-results
+.PHONY: demo test browser after-checkout lint lock clean-results gpu-env
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,17 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests workflow benchmarks
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/snakemake --lint --cores 1
+
+## gpu-env: a separate virtualenv (.venv-gpu) from the GPU lock, for GPU nodes: the CUDA
+## build of TensorFlow instead of tensorflow-cpu (requirements/gpu-lock.txt)
+GPU_VENV ?= .venv-gpu
+gpu-env: $(GPU_VENV)/.installed
+$(GPU_VENV)/.installed: requirements/gpu-lock.txt requirements/dev-lock.txt pyproject.toml
+	$(PYTHON) -m venv $(GPU_VENV)
+	$(GPU_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/gpu-lock.txt -r requirements/dev-lock.txt
+	$(GPU_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(GPU_VENV)/bin/python -m pip check
+	touch $@
 
 ## lock: re-resolve requirements/*.in into the pinned lock files
 lock:

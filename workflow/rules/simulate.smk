@@ -11,7 +11,10 @@ checkpoint simulate_dataset:
         f"{LOGS}/benchmarks/simulate_dataset.tsv"
     conda:
         "../../envs/rbcflow.yaml"
-    threads: workflow.cores
+    # Recordings rendered in parallel processes (seeded per recording: the files do not
+    # depend on the number). Fixed rather than workflow.cores, which a remote executor
+    # (--executor slurm, no --cores) leaves unset; a local run caps it at --cores.
+    threads: 8
     params:
         outdir=lambda wildcards, output: str(Path(output.sheet).parent),
         preset=config["simulate"]["preset"],
