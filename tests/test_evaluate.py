@@ -9,7 +9,13 @@ import pandas as pd
 import pytest
 from synthetic_clips import donors_with_both, make_clip_files
 
-from rbcflow.evaluate import PREDICTION_COLUMNS, binary_metrics, donor_bootstrap_ci, evaluate_task
+from rbcflow.evaluate import (
+    PREDICTION_COLUMNS,
+    binary_metrics,
+    donor_bootstrap_ci,
+    evaluate_task,
+    fold_metrics,
+)
 from rbcflow.split import split_task
 from rbcflow.train import train_task
 
@@ -76,7 +82,7 @@ def test_metrics_json_follows_the_contract(trained):
     assert set(on_disk["ablations"]) >= {
         "shuffled_time_test_accuracy", "single_frame_test_accuracy"
     }
-    assert set(on_disk["training"]) == {"epochs_run", "best_epoch", "seconds"}
+    assert set(on_disk["training"]) == {"epochs_run", "best_epoch"}
     assert on_disk["model"] == "r2plus1d" and on_disk["training"]["epochs_run"] >= 1
 
     predictions = pd.read_csv(root / "DA" / "predictions.tsv", sep="\t")
@@ -120,3 +126,58 @@ def test_a_missing_baseline_is_an_error_not_the_video_model(trained, tmp_path):
     (model_dir / "train_summary.json").write_text('{"model": "r2plus1d"}')
     with pytest.raises(FileNotFoundError, match="baseline_frame.keras"):
         evaluate_task(root / "DA.tsv", files, model_dir, DA, {"bootstrap": 100})
+
+
+def test_metrics_and_saliency_repeat_byte_for_byte(trained):
+    """No time, host or commit in metrics.json: the same model and seed give the same bytes."""
+    root, files = trained
+    params = {"bootstrap": 200, "saliency_clips": 6, "saliency_examples": 3}
+    first = evaluate_task(root / "DA.tsv", files, root / "DA", DA, params)
+    files_once = {n: (root / "DA" / n).read_bytes() for n in ("metrics.json", "saliency.npy")}
+    evaluate_task(root / "DA.tsv", files, root / "DA", DA, params)
+    for name, content in files_once.items():
+        assert (root / "DA" / name).read_bytes() == content, name
+    text = files_once["metrics.json"].decode()
+    assert '"created"' not in text and '"seconds"' not in text and "git_revision" not in text
+    saliency = first["saliency"]
+    assert saliency["n_clips"] == 6 and len(saliency["examples"]) == 3
+    assert 0 <= saliency["in_cell_share"] <= 1 and 0 < saliency["cell_area_share"] < 1
+    assert {e["label"] for e in saliency["examples"]} == {0, 1}  # both classes shown
+    layers = np.load(root / "DA" / "saliency.npy")
+    assert layers.shape == (3, 3, 8, 16, 16) and layers.dtype == np.float32
+    assert layers[:, 1].max() <= 1 and set(np.unique(layers[:, 2])) <= {0.0, 1.0}
+
+
+def test_fold_metrics_are_each_folds_test_metrics_with_mean_and_sd():
+    rng = np.random.default_rng(0)
+    test = pd.DataFrame({"fold": np.repeat([0, 1, 2], 20), "donor": np.repeat(np.arange(6), 10),
+                         "label": np.tile([0, 1], 30), "p_positive": rng.uniform(0, 1, 60)})
+    summary = fold_metrics(test)
+    assert [f["fold"] for f in summary["folds"]] == [0, 1, 2]
+    for key in ("accuracy", "macro_f1", "roc_auc"):
+        per_fold = [binary_metrics(g["label"], g["p_positive"])[key]
+                    for _, g in test.groupby("fold")]
+        assert [f[key] for f in summary["folds"]] == per_fold
+        assert summary[key]["mean"] == pytest.approx(np.mean(per_fold))
+        assert summary[key]["sd"] == pytest.approx(np.std(per_fold, ddof=1))
+        assert summary[key]["n_folds"] == 3
+    assert fold_metrics(test.assign(fold=-1)) is None
+
+
+def test_cross_validated_metrics_report_mean_and_sd_over_folds(tmp_path):
+    files = make_clip_files(tmp_path / "clips", donors_with_both(6), clips_per_sample=4, seed=6)
+    split_task(files, DA, tmp_path / "cv.tsv", tmp_path / "cv.json", cv_folds=3)
+    params = {"model": "frame", "epochs": 1, "batch_size": 8, "learning_rate": 0.01}
+    train_task(tmp_path / "cv.tsv", files, tmp_path / "m", params, ablations=False)
+    metrics = evaluate_task(tmp_path / "cv.tsv", files, tmp_path / "m", DA,
+                            {"bootstrap": 100, "ablations": False, "saliency_clips": 4})
+    per_fold = metrics["test"]["per_fold"]
+    assert len(per_fold["folds"]) == 3 and per_fold["accuracy"]["n_folds"] == 3
+    predictions = pd.read_csv(tmp_path / "m" / "predictions.tsv", sep="\t")
+    accuracies = [float(np.mean(g["predicted"] == g["label"]))
+                  for _, g in predictions.groupby("fold")]
+    assert per_fold["accuracy"]["mean"] == pytest.approx(np.mean(accuracies))
+    assert per_fold["accuracy"]["sd"] == pytest.approx(np.std(accuracies, ddof=1))
+    # the pooled out-of-fold figure stays beside them
+    assert metrics["accuracy"]["test"] == pytest.approx(
+        np.mean(predictions["predicted"] == predictions["label"]))

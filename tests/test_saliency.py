@@ -8,7 +8,15 @@ import pytest
 import tensorflow as tf
 
 from rbcflow.models import MODELS, build_model, compile_model
-from rbcflow.saliency import _resize, _Split, default_layers, gradcam, in_cell_share
+from rbcflow.saliency import (
+    _resize,
+    _Split,
+    cell_masks,
+    default_layers,
+    gradcam,
+    in_cell_share,
+    spatially_resolved,
+)
 
 SHAPE = (8, 16, 16, 1)
 
@@ -195,3 +203,91 @@ def test_gradcam_shows_a_shortcut_through_the_channel():
     # the same seeds give the same model and the same maps
     again, _, _ = _train_and_explain("channel")
     np.testing.assert_array_equal(again, shortcut)
+
+
+def _cell_clip_files(folder, class_in: str, n_donors: int = 8, per_class: int = 8):
+    """Clip files of ``cell_clips`` clips: one file per donor and condition (native =
+    class 0, DA = class 1), for the workflow's split, training and evaluation."""
+    import pandas as pd
+
+    from rbcflow.clipstore import write_clip_file
+
+    folder.mkdir(parents=True)
+    files = []
+    for d in range(n_donors):
+        clips, labels, _ = cell_clips(2 * per_class, class_in, seed=100 + d)
+        for label, condition in ((0, "native"), (1, "DA")):
+            chosen = clips[labels == label]
+            sample = f"D{d}_{condition}"
+            n = len(chosen)
+            table = pd.DataFrame({
+                "clip_id": [f"{sample}/{i}" for i in range(n)], "sample": sample,
+                "donor": f"D{d}", "condition": condition, "focus": "in", "session": f"s{d}",
+                "track_id": np.arange(n), "first_frame": np.arange(n) * 10,
+                "last_frame": np.arange(n) * 10 + FRAMES, "velocity_mm_s": np.ones(n),
+                "centerline_distance_um": np.zeros(n), "flight_distance_px": np.ones(n),
+            })
+            clip_bytes = np.clip(chosen, 0, 255).astype(np.uint8)
+            files.append(write_clip_file(folder / f"{sample}.h5", clip_bytes, table))
+    return files
+
+
+def _report_saliency(tmp_path, class_in: str):
+    """Train and evaluate r2plus1d through the workflow's functions on a dataset whose
+    class lies in the channel (leaky) or in the cell, and render the report's section."""
+    from rbcflow.evaluate import evaluate_task
+    from rbcflow.report import build
+    from rbcflow.report.sections import saliency_section
+    from rbcflow.split import split_task
+    from rbcflow.train import train_task
+
+    task = {"name": "DA", "negative": ["native"], "positive": ["DA"]}
+    root = tmp_path / class_in
+    files = _cell_clip_files(root / "clips", class_in)
+    split_task(files, task, root / "DA.tsv", root / "DA.json", 0.5, 0.25, 0.25, seed=1)
+    params = {"model": "r2plus1d", "epochs": 10, "patience": 10, "batch_size": 16,
+              "learning_rate": 3e-3, "augment_flip": False, "augment_shift_px": 0,
+              "augment_brightness": 0.0}
+    train_task(root / "DA.tsv", files, root / "m", params, seed=0, ablations=False)
+    metrics = evaluate_task(root / "DA.tsv", files, root / "m", task,
+                            {"bootstrap": 100, "ablations": False, "saliency_clips": 32})
+    loaded = {"metrics": {"DA": metrics}, "extra_metrics": {},
+              "saliency": {"DA": np.load(root / "m" / "saliency.npy")}}
+    figures = build._Figures(root / "report" / "figures")
+    figures.folder.mkdir(parents=True)
+    section = saliency_section(figures, root / "report", loaded,
+                               {"report": {"min_saliency_enrichment": 1.5}})
+    html = "".join(section.body)
+    return metrics, html
+
+
+def test_report_warns_when_saliency_sits_on_the_channel_not_the_cell(tmp_path):
+    leaky, leaky_html = _report_saliency(tmp_path, "channel")
+    honest, honest_html = _report_saliency(tmp_path, "cell")
+    # both models learn their task from the clips ...
+    assert leaky["accuracy"]["test"] >= 0.9 and honest["accuracy"]["test"] >= 0.9
+    # ... but the leaky one's saliency lies on the channel wall: its share on the cell
+    # drops below the cell's share of the clip, and the report says so
+    low, high = leaky["saliency"], honest["saliency"]
+    assert low["in_cell_share"] < low["cell_area_share"] < high["in_cell_share"]
+    assert high["in_cell_share"] - low["in_cell_share"] > 0.2
+    assert "saliency sits mostly outside the cell" in leaky_html
+    assert "saliency sits mostly outside the cell" not in honest_html
+    assert (tmp_path / "channel" / "report" / "figures" / "saliency.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("class_in", ["cell", "channel"])
+def test_cell_masks_find_the_cell_and_leave_the_channel_wall_out(class_in):
+    clips, _, truth = cell_clips(12, class_in, seed=3)
+    found = cell_masks(clips)
+    overlap = (found & truth).sum() / (found | truth).sum()
+    assert overlap > 0.8, overlap
+    assert not found[:, :, :4].any() and not found[:, :, -4:].any()  # the bright stripes
+    assert not cell_masks(np.full((1, 2, 16, 16), 90.0)).any()  # no cell, no mask
+
+
+def test_maps_without_spatial_resolution_are_recognised():
+    flat = np.ones((2, 3, 8, 8)) * np.arange(3)[None, :, None, None]
+    assert not spatially_resolved(flat)
+    flat[0, 1, 2, 2] = 5
+    assert spatially_resolved(flat)

@@ -104,6 +104,9 @@ def test_same_seed_same_model(split_data, tmp_path):
     # identical to the last bit: weights, batch order, augmentation and ops all seeded, and
     # the batches do not depend on how many threads read them
     pd.testing.assert_frame_equal(runs["a"], runs["b"], check_exact=True)
+    # and the summary holds nothing run-specific (timings go to the run record)
+    summaries = [(tmp_path / n / "train_summary.json").read_bytes() for n in ("a", "b")]
+    assert summaries[0] == summaries[1]
     weights = [load_model(tmp_path / n / "model.keras").get_weights() for n in ("a", "b")]
     for wa, wb in zip(*weights, strict=True):
         np.testing.assert_array_equal(wa, wb)
@@ -151,3 +154,57 @@ def test_paper_model_trains_on_cached_features(tmp_path):
     model = load_model(tmp_path / "m" / "model.keras")
     assert model.get_layer("backbone").layer.name == "efficientnetb0"
     assert not list((tmp_path / "m").glob(".features_*"))  # the cache is cleaned up
+
+
+def test_models_list_defaults_to_the_model_and_names_the_folders(tmp_path):
+    from rbcflow.layout import model_folder, trained_models
+    from rbcflow.params import section_with_defaults
+
+    assert trained_models(section_with_defaults("train", {"model": "cnn_lstm"})) == ["cnn_lstm"]
+    both = section_with_defaults("train", {"model": "frame", "models": ["slowfast", "paper"]})
+    assert trained_models(both) == ["slowfast", "paper"]
+    assert model_folder(tmp_path, "DA") == tmp_path / "models" / "DA"
+    assert model_folder(tmp_path, "DA", "paper") == tmp_path / "models" / "DA" / "extra" / "paper"
+
+
+@pytest.fixture(scope="module")
+def tiny_split(tmp_path_factory):
+    """Three donors x two conditions x four 8-frame 16 px clips: enough to run two epochs."""
+    root = tmp_path_factory.mktemp("new_models")
+    files = make_clip_files(root / "clips", donors_with_both(3), clips_per_sample=4, seed=5)
+    split_task(files, DA, root / "DA.tsv", root / "DA_audit.json")
+    return root, files
+
+
+@pytest.mark.parametrize("name", ["slowfast", "i3d_lstm", "convlstm"])
+def test_new_models_train_two_epochs_and_reload_in_safe_mode(name, tiny_split, tmp_path,
+                                                             monkeypatch):
+    import rbcflow.train as train_module
+
+    root, files = tiny_split
+    saved = {}
+    save = train_module.save_model
+    monkeypatch.setattr(train_module, "save_model",
+                        lambda model, path: (saved.setdefault(path.name, model), save(model, path)))
+    params = {**FAST, "epochs": 2, "patience": 2, "batch_size": 8, "i3d_width": 0.125}
+    summary = train_task(root / "DA.tsv", files, tmp_path, params, seed=3, ablations=False,
+                         model_name=name, runtime_path=tmp_path / "logs" / "run.json")
+    assert summary["model"] == name and summary["epochs_run"] == 2
+    located = attach_locations(read_split_table(root / "DA.tsv"), files)
+    x = clip_reader(located)(np.arange(len(located))).astype("float32")[..., None]
+    reloaded = load_model(tmp_path / "model.keras")  # safe_mode=True
+    assert reloaded.name == name
+    np.testing.assert_array_equal(reloaded.predict(x, verbose=0),
+                                  saved["model.keras"].predict(x, verbose=0))
+    if name == "i3d_lstm":  # the frozen I3D's window features were cached, then removed
+        assert not reloaded.get_layer("backbone").trainable_weights
+        assert not list(tmp_path.glob(".features_*"))
+    # timings, device and host are in the run record, not in train_summary.json
+    on_disk = (tmp_path / "train_summary.json").read_text()
+    assert not {"seconds", "created", "host", "git_revision"} & set(json.loads(on_disk))
+    assert '"seconds"' not in on_disk and '"created"' not in on_disk
+    run = json.loads((tmp_path / "logs" / "run.json").read_text())
+    assert run["device"].endswith("CPU:0") and run["logical_devices"]
+    assert run["train_clips_per_s"] > 0 and run["seconds"] > 0
+    assert run["runs"][0]["train_clips_per_s"] == pytest.approx(
+        summary["runs"][0]["n_train"] * 2 / run["runs"][0]["seconds"], rel=0.01)

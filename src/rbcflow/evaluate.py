@@ -3,7 +3,13 @@
 Confidence intervals resample test *donors*, not clips: clips of one donor are correlated,
 so a binomial interval over clips is too narrow. With a cross-validated split every clip
 is predicted by the model of the fold that tested it (out-of-fold), so every donor is
-tested once and the interval covers all donors.
+tested once and the interval covers all donors. The test metrics of each fold's model on
+its own test donors are also given, with their mean and standard deviation over folds (as
+seed 002 reports cross-validation).
+
+Grad-CAM saliency (``rbcflow.saliency``) on a seeded sample of test clips gives the share
+of the maps' mass on the cell; a few of those clips, their maps and cell masks are kept in
+``saliency.npy`` for the report's figure.
 """
 
 from __future__ import annotations
@@ -24,14 +30,18 @@ from sklearn.metrics import (
 )
 
 from rbcflow.dataset import attach_locations, read_clip_batch
-from rbcflow.io.atomic import write_text_atomic
+from rbcflow.io.atomic import atomic_path, write_text_atomic
 from rbcflow.params import section_with_defaults
-from rbcflow.provenance import provenance_record
+from rbcflow.provenance import stable_provenance
 from rbcflow.split import SPLITS, fold_splits, read_split_table
 
 log = logging.getLogger(__name__)
 
 PREDICTION_COLUMNS = ["clip_id", "donor", "split", "label", "p_positive", "predicted"]
+#: Metrics summarised over cross-validation folds (mean and sd in ``test.per_fold``).
+FOLD_METRICS = ("accuracy", "macro_f1", "roc_auc")
+#: Layers of ``saliency.npy`` (n_examples, 3, T, H, W): the clip, its map, its cell mask.
+SALIENCY_LAYERS = ("clip", "gradcam", "cell_mask")
 
 
 def donor_bootstrap_ci(
@@ -183,6 +193,96 @@ def _test_metrics(test: pd.DataFrame, bootstrap: int, seed: int) -> dict:
     return metrics
 
 
+def fold_metrics(test: pd.DataFrame) -> dict | None:
+    """Test metrics of each fold's model on its test clips, and their mean and sample
+    standard deviation over folds; None without cross-validation."""
+    if "fold" not in test.columns or not len(test) or int(test["fold"].max()) < 0:
+        return None
+    folds = []
+    for fold, part in test.groupby("fold", sort=True):
+        metrics = binary_metrics(part["label"].to_numpy(), part["p_positive"].to_numpy())
+        folds.append({"fold": int(fold), "clips": int(len(part)),
+                      "donors": int(part["donor"].nunique()),
+                      **{key: metrics[key] for key in FOLD_METRICS}})
+    summary: dict = {"folds": folds}
+    for key in FOLD_METRICS:
+        values = [f[key] for f in folds if f[key] is not None]
+        summary[key] = {
+            "mean": float(np.mean(values)) if values else None,
+            "sd": float(np.std(values, ddof=1)) if len(values) > 1 else None,
+            "n_folds": len(values),
+        }
+    return summary
+
+
+def _example_positions(labels: np.ndarray, n: int) -> np.ndarray:
+    """Up to ``n`` positions, half of each class where both have enough, in order."""
+    by_class = [np.flatnonzero(labels == c) for c in (1, 0)]
+    wanted = [(n + 1) // 2, n // 2]
+    for c in (0, 1):  # a class short of clips leaves its places to the other
+        spare = wanted[c] - len(by_class[c])
+        if spare > 0:
+            wanted[c] -= spare
+            wanted[1 - c] += spare
+    taken = np.concatenate([by_class[c][: wanted[c]] for c in (0, 1)])
+    return np.sort(taken).astype(int)
+
+
+def saliency_summary(test: pd.DataFrame, model_dir: Path, n_folds: int, n_clips: int,
+                     n_examples: int, seed: int) -> tuple[dict | None, np.ndarray | None]:
+    """Grad-CAM of the predicted class on up to ``n_clips`` test clips (drawn with
+    ``seed``; each clip explained by the model that tested it) and how much of it lies on
+    the cell (``rbcflow.saliency.cell_masks``).
+
+    Returns the summary for ``metrics.json`` (mean in-cell share, the cell's share of the
+    clip area, their ratio, the examples) and the examples' clips, maps and masks as one
+    (n_examples, 3, T, H, W) float32 array (``SALIENCY_LAYERS``); (None, None) when
+    ``n_clips`` is 0 or there is no test clip.
+    """
+    from rbcflow.models import load_model
+    from rbcflow.saliency import cell_masks, gradcam, in_cell_share, spatially_resolved
+
+    if n_clips == 0 or not len(test):
+        return None, None
+    rng = np.random.default_rng(seed)
+    chosen = test.iloc[np.sort(rng.permutation(len(test))[:n_clips])].reset_index(drop=True)
+    clips = read_clip_batch(chosen["file"].to_numpy(), chosen["row"].to_numpy())
+    clips = clips.astype(np.float32)
+    maps = np.zeros(clips.shape, np.float32)
+    for fold, run_dir in _runs(model_dir, n_folds):
+        index = np.flatnonzero(chosen["fold"].to_numpy() == fold)
+        if len(index):
+            maps[index] = gradcam(load_model(run_dir / "model.keras"), clips[index])
+    masks = cell_masks(clips)
+    shares = in_cell_share(maps, masks)
+    area = float(masks.mean())
+    share = float(np.nanmean(shares)) if np.isfinite(shares).any() else None
+    examples = _example_positions(chosen["label"].to_numpy(), n_examples)
+    summary = {
+        "method": "Grad-CAM of the predicted class", "n_clips": int(len(chosen)),
+        "in_cell_share": share, "cell_area_share": area,
+        "enrichment": share / area if share is not None and area > 0 else None,
+        "spatially_resolved": spatially_resolved(maps),
+        "examples": [
+            {"clip_id": str(chosen.loc[i, "clip_id"]), "donor": str(chosen.loc[i, "donor"]),
+             "label": int(chosen.loc[i, "label"]),
+             "p_positive": float(chosen.loc[i, "p_positive"]),
+             "fold": int(chosen.loc[i, "fold"]),
+             "in_cell_share": None if np.isnan(shares[i]) else float(shares[i])}
+            for i in examples
+        ],
+    }
+    layers = np.stack([clips[examples], maps[examples], masks[examples].astype(np.float32)],
+                      axis=1)
+    return summary, layers
+
+
+def write_saliency_examples(layers: np.ndarray | None, path: Path) -> None:
+    """``saliency.npy`` (always written, so the workflow can declare it; (0,) when empty)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, np.zeros(0, np.float32) if layers is None else layers)
+
+
 def evaluate_task(
     split_tsv: str | Path,
     clip_files: Sequence[str | Path],
@@ -220,7 +320,11 @@ def evaluate_task(
                           summary.get("model"))
     test = pd.concat(parts["test"], ignore_index=True)
     test_metrics = _test_metrics(test, params["bootstrap"], seed)
+    test_metrics["per_fold"] = fold_metrics(test)
     overall_accuracy = test_metrics.pop("accuracy")
+    saliency, saliency_layers = saliency_summary(
+        test, model_dir, n_folds, params["saliency_clips"], params["saliency_examples"], seed
+    )
     per_donor = [
         {
             "donor": str(donor), "split": "test", "n_clips": int(len(part)),
@@ -245,14 +349,14 @@ def evaluate_task(
             "shuffled_time_test_accuracy": _pooled_accuracy(parts["shuffled"]),
             "single_frame_test_accuracy": _pooled_accuracy(parts["frame"]),
         },
+        "saliency": saliency,
         "training": {
             "epochs_run": summary.get("epochs_run"),
             "best_epoch": summary.get("best_epoch"),
-            "seconds": summary.get("seconds"),
         },
         "cv_folds": n_folds,
         "evaluation": {"bootstrap": params["bootstrap"], "seed": seed, "unit": "donor"},
-        "provenance": provenance_record(split_tsv=str(split_tsv), model_dir=str(model_dir)),
+        "provenance": stable_provenance(split_tsv=str(split_tsv), model_dir=str(model_dir)),
     }
     predictions = pd.concat([*parts["other"], test], ignore_index=True)
     predictions["predicted"] = (predictions["p_positive"] >= 0.5).astype(int)
@@ -260,9 +364,34 @@ def evaluate_task(
     write_text_atomic(
         model_dir / "predictions.tsv", predictions[columns].to_csv(sep="\t", index=False)
     )
-    write_text_atomic(model_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_saliency_examples(saliency_layers, model_dir / "saliency.npy")
+    write_text_atomic(model_dir / "metrics.json",
+                      json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     log.info(
         "task %s: test accuracy %.3f (95%% CI %.3f-%.3f over %d donors)", task["name"],
         overall_accuracy, *test_metrics["accuracy_ci95"], test_metrics["n_test_donors"],
     )
     return metrics
+
+
+MODELS_TABLE_COLUMNS = ["model", "metrics", "test_accuracy", "test_macro_f1", "test_roc_auc",
+                        "in_cell_share"]
+
+
+def write_models_table(metrics_files: Mapping[str, str | Path], path: str | Path) -> pd.DataFrame:
+    """A task's models side by side (model -> its ``metrics.json``; the task's model
+    first), one row each with its test accuracy, macro-F1, ROC AUC and in-cell saliency
+    share, written as a tab-separated table."""
+    rows = []
+    for model, metrics_path in metrics_files.items():
+        metrics = json.loads(Path(metrics_path).read_text())
+        test = metrics.get("test") or {}
+        rows.append({
+            "model": model, "metrics": str(metrics_path),
+            "test_accuracy": (metrics.get("accuracy") or {}).get("test"),
+            "test_macro_f1": test.get("macro_f1"), "test_roc_auc": test.get("roc_auc"),
+            "in_cell_share": (metrics.get("saliency") or {}).get("in_cell_share"),
+        })
+    table = pd.DataFrame(rows, columns=MODELS_TABLE_COLUMNS)
+    write_text_atomic(Path(path), table.to_csv(sep="\t", index=False, lineterminator="\n"))
+    return table

@@ -361,3 +361,59 @@ def in_cell_share(maps: np.ndarray, cell_masks: np.ndarray) -> np.ndarray:
     inside = np.where(cell_masks, maps, 0.0).sum(axis=(1, 2, 3))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(total > 0, inside / total, np.nan)
+
+
+def cell_masks(clips: np.ndarray, grow_px: int = 2, min_contrast: float = 10.0,
+               noise_factor: float = 4.0) -> np.ndarray:
+    """Where the cell is in each frame of each clip, estimated from the frame itself.
+
+    Clips do not store the cell's mask; but a clip is centred on its cell, and the
+    frame's border is channel (or the background the clip was masked with). A pixel is
+    a cell candidate where it departs from the border's median grey value by more than
+    ``noise_factor`` robust standard deviations of the border (and at least
+    ``min_contrast`` grey levels); the cell is the candidate region nearest the frame's
+    centre, grown by ``grow_px`` (the resolution of the explained feature maps, so the
+    map's blur around the cell counts as on it).
+
+    Parameters
+    ----------
+    clips : (N, T, H, W) or (N, T, H, W, 1) grey values.
+
+    Returns
+    -------
+    (N, T, H, W) bool; a frame with no candidate region gets an empty mask.
+    """
+    from scipy import ndimage
+
+    clips = np.asarray(clips, dtype=np.float32)
+    if clips.ndim == 5:
+        clips = clips[..., 0]
+    border = np.concatenate(
+        [clips[..., 0, :], clips[..., -1, :], clips[..., 1:-1, 0], clips[..., 1:-1, -1]],
+        axis=-1,
+    )
+    level = np.median(border, axis=-1)
+    spread = 1.4826 * np.median(np.abs(border - level[..., None]), axis=-1)
+    threshold = np.maximum(noise_factor * spread, min_contrast)
+    candidates = np.abs(clips - level[..., None, None]) > threshold[..., None, None]
+    height, width = clips.shape[2:]
+    yy, xx = np.mgrid[0:height, 0:width]
+    centre_distance = np.hypot(yy - (height - 1) / 2, xx - (width - 1) / 2)
+    grow = ndimage.generate_binary_structure(2, 1)
+    masks = np.zeros(candidates.shape, bool)
+    for index in np.ndindex(candidates.shape[:2]):
+        labelled, n = ndimage.label(candidates[index])
+        if not n:
+            continue
+        nearest = ndimage.minimum(centre_distance, labelled, np.arange(1, n + 1))
+        cell = labelled == 1 + int(np.argmin(nearest))
+        masks[index] = ndimage.binary_dilation(cell, grow, iterations=grow_px) if grow_px else cell
+    return masks
+
+
+def spatially_resolved(maps: np.ndarray) -> bool:
+    """Whether any frame's map varies in space (maps of 1 x 1 feature cells do not: they
+    say when, not where, so their in-cell share is the cell's area share)."""
+    maps = np.asarray(maps)
+    flat = maps.reshape(*maps.shape[:2], -1)
+    return bool((flat.max(axis=-1) - flat.min(axis=-1) > 1e-6).any())

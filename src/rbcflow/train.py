@@ -1,16 +1,26 @@
-"""Training of one model per task: seeds, devices, early stopping, feature cache for `paper`.
+"""Training of a task's models: seeds, devices, early stopping, feature caches.
 
 ``train_task`` reads a split table (``results/splits/<task>.tsv``) and writes into
 ``results/models/<task>/``: ``model.keras``, ``history.csv`` and ``train_summary.json``,
 plus ``baseline_frame.keras`` (the single-frame ablation) when ablations are on. With a
 cross-validated split (``fold`` >= 0) one model is trained per fold, under ``fold<k>/``;
-the top-level ``model.keras`` is fold 0's and ``history.csv`` holds every fold.
+the top-level ``model.keras`` is fold 0's and ``history.csv`` holds every fold. The other
+models of ``train.models`` are trained the same way into ``extra/<model>/``
+(``rbcflow.layout.trained_models`` and ``model_folder``).
+
+The models with a frozen backbone (``paper``, ``i3d_lstm``) run the backbone once over
+the clips and train their head on the cached features.
+
+``train_summary.json`` holds only what the same config and seed reproduce bit for bit;
+the facts of one run (seconds, clips per second, device, host, time) go to a separate
+run record (``runtime_path``; the workflow puts it in its logs folder).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import platform
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -31,12 +41,24 @@ from rbcflow.dataset import (
 )
 from rbcflow.io.atomic import atomic_path, write_text_atomic
 from rbcflow.params import section_with_defaults
-from rbcflow.provenance import provenance_record
+from rbcflow.provenance import stable_provenance, utc_now
 from rbcflow.split import check_disjoint_donors, fold_splits, read_split_table
 
 log = logging.getLogger(__name__)
 
 HISTORY_COLUMNS = ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
+
+
+def training_device() -> dict[str, object]:
+    """The device TensorFlow places training on (its first GPU when it sees one) and every
+    logical device it sees (``tf.config.list_logical_devices``)."""
+    import tensorflow as tf
+
+    devices = tf.config.list_logical_devices()
+    gpus = [d.name for d in devices if d.device_type == "GPU"]
+    cpus = [d.name for d in devices if d.device_type == "CPU"]
+    return {"device": (gpus or cpus or ["unknown"])[0],
+            "logical_devices": [f"{d.name} ({d.device_type})" for d in devices]}
 
 
 def configure_runtime(seed: int, mixed_precision: bool = False) -> dict[str, object]:
@@ -61,7 +83,7 @@ def configure_runtime(seed: int, mixed_precision: bool = False) -> dict[str, obj
     keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
-    return {"gpus": [g.name for g in gpus], "policy": policy, "seed": seed}
+    return {"policy": policy, "seed": seed}
 
 
 def _history_frame(history: Mapping[str, list[float]]) -> pd.DataFrame:
@@ -154,22 +176,33 @@ def feature_reader(path: Path):
     return lambda index: np.asarray(features[np.asarray(index)])
 
 
-def train_paper(
-    located, params, seed, input_shape, work_dir: Path, memory_limit_gb=2.0, reader_threads=1
+def backbone_weights(model_name: str, params: Mapping) -> str | None:
+    """The backbone weights a frozen-backbone model is built with (``train.weights`` for
+    ``paper``, ``train.i3d_weights`` for ``i3d_lstm``)."""
+    return params["i3d_weights"] if model_name == "i3d_lstm" else params["weights"]
+
+
+def train_feature_model(
+    located, params, seed, input_shape, work_dir: Path, model_name: str = "paper",
+    memory_limit_gb=2.0, reader_threads=1,
 ):
-    """Train seed 000's model: backbone features cached once, the head trained on them.
+    """Train a frozen-backbone model (seed 000's ``paper``, seed 002's ``i3d_lstm``):
+    backbone features cached once, the head trained on them.
 
     Features up to ``memory_limit_gb`` are trained from memory; larger caches are
     streamed from the memory-mapped file like clips.
     """
-    from rbcflow.models import build_paper, compile_model
+    from rbcflow.models import build_feature_model, compile_model
 
     if Augmentation.from_params(params).active:
         log.info(
-            "paper model: augmentation is not applied (the frozen backbone's features are "
-            "computed once, from the clips as recorded)"
+            "%s model: augmentation is not applied (the frozen backbone's features are "
+            "computed once, from the clips as recorded)", model_name,
         )
-    model, extractor, head = build_paper(input_shape, params["weights"])
+    options = {"width": params["i3d_width"]} if model_name == "i3d_lstm" else {}
+    model, extractor, head = build_feature_model(
+        model_name, input_shape, backbone_weights(model_name, params), **options
+    )
     compile_model(head, params["learning_rate"])
     feature_shape = tuple(int(d) for d in extractor.output.shape[1:])
     start = time.perf_counter()
@@ -216,12 +249,13 @@ def train_one(
     """Build, compile and fit one model on the located split; return model and history."""
     import keras
 
-    from rbcflow.models import build_model, compile_model
+    from rbcflow.models import FEATURE_MODELS, build_model, compile_model
 
     keras.utils.set_random_seed(seed)
-    if model_name == "paper":
-        return train_paper(
-            located, params, seed, input_shape, work_dir, reader_threads=reader_threads
+    if model_name in FEATURE_MODELS:
+        return train_feature_model(
+            located, params, seed, input_shape, work_dir, model_name,
+            reader_threads=reader_threads,
         )
     model = compile_model(build_model(model_name, input_shape), params["learning_rate"])
     train_data, validation_data = _datasets(
@@ -239,10 +273,19 @@ def save_model(model, path: Path) -> None:
         model.save(tmp)
 
 
+def _throughput(clips: int, epochs: int, seconds: float) -> float | None:
+    """Training clips per second (clips seen over all epochs / wall time of the fits)."""
+    return float(f"{clips * epochs / seconds:.4g}") if seconds > 0 else None
+
+
 def _train_run(located, params, seed, input_shape, out_dir: Path, fold: int, n_folds: int,
-               baseline: bool, reader_threads: int) -> tuple[dict, pd.DataFrame]:
-    """One training run (the only one, or fold ``fold``): the model and its baseline."""
-    model_name = params["model"]
+               baseline: bool, reader_threads: int, model_name: str
+               ) -> tuple[dict, dict, pd.DataFrame]:
+    """One training run (the only one, or fold ``fold``): the model and its baseline.
+
+    Returns what the run reproduces (epochs, best epoch, counts), its timings (seconds,
+    clips per second) and its history.
+    """
     run_dir = out_dir / f"fold{fold}" if n_folds else out_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     run = located.copy()
@@ -252,26 +295,28 @@ def _train_run(located, params, seed, input_shape, out_dir: Path, fold: int, n_f
         run, params, seed, input_shape, model_name, run_dir, reader_threads
     )
     save_model(model, run_dir / "model.keras")
+    n_train = int((run["split"] == "train").sum())
     record = {
         "fold": fold if n_folds else -1, "epochs_run": len(history), "best_epoch": best,
-        "seconds": round(seconds, 3),
-        "n_train": int((run["split"] == "train").sum()),
-        "n_validation": int((run["split"] == "validation").sum()),
+        "n_train": n_train, "n_validation": int((run["split"] == "validation").sum()),
     }
+    timing = {"fold": record["fold"], "seconds": round(seconds, 3),
+              "train_clips_per_s": _throughput(n_train, len(history), seconds)}
     if baseline:
         frame_model, frame_history, frame_best, frame_seconds = train_one(
             run, params, seed, input_shape, "frame", run_dir, reader_threads
         )
         save_model(frame_model, run_dir / "baseline_frame.keras")
-        record["baseline_frame"] = {
-            "epochs_run": len(frame_history), "best_epoch": frame_best,
+        record["baseline_frame"] = {"epochs_run": len(frame_history), "best_epoch": frame_best}
+        timing["baseline_frame"] = {
             "seconds": round(frame_seconds, 3),
+            "train_clips_per_s": _throughput(n_train, len(frame_history), frame_seconds),
         }
     if n_folds:
         history.insert(0, "fold", fold)
         write_text_atomic(run_dir / "history.csv", history.to_csv(index=False))
-    log.info("trained %s %s", model_name, json.dumps(record))
-    return record, history
+    log.info("trained %s %s %s", model_name, json.dumps(record), json.dumps(timing))
+    return record, timing, history
 
 
 def train_task(
@@ -283,14 +328,17 @@ def train_task(
     ablations: bool = True,
     require_disjoint_donors: bool = True,
     reader_threads: int = 1,
+    model_name: str | None = None,
+    runtime_path: str | Path | None = None,
 ) -> dict:
-    """Train the task's model (and the single-frame baseline) from its split table.
+    """Train one of the task's models (and the single-frame baseline) from its split table.
 
     Parameters
     ----------
     split_tsv : ``results/splits/<task>.tsv``.
     clip_files : the clip files holding the split's clips.
-    out_dir : ``results/models/<task>/``.
+    out_dir : the model's folder (``rbcflow.layout.model_folder``:
+        ``results/models/<task>/`` for the task's model).
     params : the config's ``train`` section (missing keys take the schema defaults).
     seed : seeds weights, batch order and augmentation; same seed, same model.
     ablations : also train ``baseline_frame.keras`` (not needed when the model is
@@ -300,12 +348,18 @@ def train_task(
     reader_threads : threads that read and augment batches ahead of training; 1 (a
         training job gets one core) reads in the input pipeline's own thread. Batches,
         and so the trained model, do not depend on it.
+    model_name : the model to train; default ``train.model``.
+    runtime_path : where to write the run record (JSON: seconds and training clips per
+        second per run, the device used, host, time); not written when None.
 
     Returns
     -------
-    The training summary, also written as ``train_summary.json``.
+    The training summary (written as ``train_summary.json``) with the run record added
+    under ``"run"``.
     """
     params = section_with_defaults("train", params)
+    model_name = model_name or params["model"]
+    params = {k: v for k, v in params.items() if k != "models"} | {"model": model_name}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     runtime = configure_runtime(seed, params["mixed_precision"])
@@ -315,15 +369,16 @@ def train_task(
     located = attach_locations(table, clip_files)
     input_shape = (*clip_shape(located), 1)
     n_folds = int(table["fold"].max()) + 1
-    model_name = params["model"]
     baseline = ablations and model_name != "frame"
 
-    runs, histories = [], []
+    runs, timings, histories = [], [], []
     for fold in range(max(n_folds, 1)):
-        record, history = _train_run(located, params, seed, input_shape, out_dir, fold,
-                                     n_folds, baseline, reader_threads)
+        record, timing, history = _train_run(located, params, seed, input_shape, out_dir,
+                                             fold, n_folds, baseline, reader_threads,
+                                             model_name)
         histories.append(history)
         runs.append(record)
+        timings.append(timing)
 
     if n_folds:
         shutil.copyfile(out_dir / "fold0" / "model.keras", out_dir / ".model.keras.part")
@@ -333,13 +388,31 @@ def train_task(
         "model": model_name,
         "epochs_run": runs[0]["epochs_run"],
         "best_epoch": runs[0]["best_epoch"],
-        "seconds": round(sum(r["seconds"] for r in runs), 3),
         "cv_folds": n_folds,
         "runs": runs,
         "input_shape": list(input_shape),
         "params": params,
         "runtime": runtime,
-        "provenance": provenance_record(split_tsv=str(split_tsv)),
+        "provenance": stable_provenance(split_tsv=str(split_tsv)),
     }
     write_text_atomic(out_dir / "train_summary.json", json.dumps(summary, indent=2) + "\n")
-    return summary
+    run = run_record(model_name, out_dir, timings)
+    if runtime_path is not None:
+        write_text_atomic(Path(runtime_path), json.dumps(run, indent=2) + "\n")
+    log.info("device %s, %s training clips/s", run["device"], run["train_clips_per_s"])
+    return {**summary, "run": run}
+
+
+def run_record(model_name: str, out_dir: Path, timings: Sequence[Mapping]) -> dict:
+    """The facts of one training run that another run does not reproduce."""
+    seconds = sum(t["seconds"] for t in timings)
+    clips = sum((t["train_clips_per_s"] or 0) * t["seconds"] for t in timings)
+    return {
+        "model": model_name, "model_dir": str(out_dir),
+        "seconds": round(seconds, 3),
+        "train_clips_per_s": float(f"{clips / seconds:.4g}") if seconds > 0 else None,
+        "runs": list(timings),
+        **training_device(),
+        "host": platform.node(),
+        "created": utc_now(),
+    }
