@@ -36,6 +36,7 @@ DONORS = ["D01", "D02", "D03", "D04"]
 DONOR_SPLIT = {"D01": "train", "D02": "train", "D03": "validation", "D04": "test"}
 FOCI = ["in", "above", "below"]
 HEIGHT, WIDTH, N_FRAMES = 48, 160, 30
+QC_SUSPECT_SAMPLE = "D02_DA"  # its QC record says suspect (too few background frames)
 UM_PER_PX = 0.5
 FPS = 500.0
 VIDEO_SAMPLE = "D01_native"
@@ -213,7 +214,7 @@ def _write_recording(paths: dict, row: dict, c_index: int, tracks: pd.DataFrame,
                      summary: pd.DataFrame, params, rng: np.random.Generator) -> pd.DataFrame:
     """A recording's stage outputs: tracks, clips, clip QC, ingest record and QC record."""
     from rbcflow.clips import qc_table
-    from rbcflow.qc import recording_record, write_record
+    from rbcflow.qc import judge, qc_limits, recording_record, write_record
     from rbcflow.track import write_tracks
 
     sample = row["sample"]
@@ -235,8 +236,14 @@ def _write_recording(paths: dict, row: dict, c_index: int, tracks: pd.DataFrame,
                     attrs={"source_sha256": "0" * 64, "sample": sample,
                            "params": params.as_dict(), "pipeline_id": params.pipeline_id})
     qc_table(summary, {}).to_csv(paths["clips_qc"], sep="\t", index=False)
-    write_record(recording_record(sample, N_FRAMES, len(tracks), summary, len(kept),
-                                  params.pipeline_id), paths["qc"])
+    record = recording_record(sample, N_FRAMES, len(tracks), summary, len(kept),
+                              params.pipeline_id)
+    # the verdict as assess_recording gives it; one recording's background is too short
+    figures = {"n_detections": len(tracks), "kept_tracks": len(kept), "continuous": True,
+               "background_frames": 4 if sample == QC_SUSPECT_SAMPLE else 100}
+    verdict, flagged = judge(figures, qc_limits())
+    write_record({**record, "qc": {"verdict": verdict, "flagged": flagged,
+                                   "figures": figures}}, paths["qc"])
     return table
 
 
@@ -255,10 +262,15 @@ def _write_video_and_background(video: Path, paths: dict, cells: list[dict], par
     import dataclasses
 
     from rbcflow.background import BackgroundModel, save_background
+    from rbcflow.calibrate import difference_histogram, noise_record
 
     background = background_image()
-    write_video(video, _render(background, cells, rng))
-    record = {**dataclasses.asdict(params.background), "n_frames_used": N_FRAMES}
+    frames = list(_render(background, cells, rng))
+    write_video(video, frames)
+    # the noise histogram the background builder records (threshold and polarity auto)
+    noise = noise_record(difference_histogram(frames[:20], background), len(frames[:20]))
+    record = {**dataclasses.asdict(params.background), "n_frames_used": N_FRAMES,
+              "noise": {**noise, "blurred": []}}
     save_background(BackgroundModel("median", record, background[None]), paths["background"])
 
 
@@ -308,6 +320,36 @@ def _recordings(root: Path, results: Path, config: dict, rng: np.random.Generato
     return rows, expected, clip_tables
 
 
+def _test_examples(split: pd.DataFrame, n: int = 2) -> pd.DataFrame:
+    return split[split["split"] == "test"].head(n)
+
+
+def saliency_outputs(path: Path, examples: pd.DataFrame, rng: np.random.Generator,
+                     on_cell: bool = True) -> dict:
+    """``saliency.npy`` of a few fixture clips with a map on the cell (``on_cell``) or on
+    the frame's top edge, and the ``saliency`` entry of metrics.json measured from them."""
+    from rbcflow.saliency import cell_masks, in_cell_share
+
+    clips = np.stack([_clip(i % 2, rng) for i in range(len(examples))]).astype(np.float32)
+    size = clips.shape[2]
+    yy, xx = np.mgrid[0:size, 0:size]
+    centre = (size / 2, size / 2) if on_cell else (1.0, size / 2)
+    blob = np.exp(-((yy - centre[0]) ** 2 + (xx - centre[1]) ** 2) / (2 * 3.0**2))
+    maps = np.broadcast_to(blob, clips.shape).astype(np.float32)
+    masks = cell_masks(clips)
+    shares = in_cell_share(maps, masks)
+    np.save(path, np.stack([clips, maps, masks.astype(np.float32)], axis=1))
+    share, area = float(shares.mean()), float(masks.mean())
+    return {
+        "method": "Grad-CAM of the predicted class", "n_clips": len(examples),
+        "in_cell_share": share, "cell_area_share": area, "enrichment": share / area,
+        "spatially_resolved": True,
+        "examples": [{"clip_id": row.clip_id, "donor": str(row.donor), "label": int(row.label),
+                      "p_positive": 0.5, "fold": -1, "in_cell_share": float(s)}
+                     for row, s in zip(examples.itertuples(), shares, strict=True)],
+    }
+
+
 def _task_outputs(results: Path, task: dict, clips: pd.DataFrame,
                   rng: np.random.Generator) -> None:
     """A task's split, audit, predictions, metrics and history."""
@@ -335,8 +377,10 @@ def _task_outputs(results: Path, task: dict, clips: pd.DataFrame,
     folder = results / "models" / name
     folder.mkdir(parents=True)
     predictions.to_csv(folder / "predictions.tsv", sep="\t", index=False)
-    (folder / "metrics.json").write_text(json.dumps(_metrics(task, split, predictions, rng),
-                                                     indent=2))
+    metrics = _metrics(task, split, predictions, rng)
+    metrics["saliency"] = saliency_outputs(folder / "saliency.npy", _test_examples(split),
+                                           rng)
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
     epochs = np.arange(1, 13)
     pd.DataFrame({
         "epoch": epochs,

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from report_fixtures import make_results, write_benchmark
+from report_fixtures import QC_SUSPECT_SAMPLE, make_results, write_benchmark
 
 from rbcflow.layout import SAMPLE_FILES
 from rbcflow.provenance import sha256_file
@@ -173,6 +173,13 @@ def test_data_summary_counts_equal_the_stage_outputs(built):
         "truth_cells"]
     by_condition = pd.read_csv(built["out"] / "data_summary_conditions.csv")
     assert list(by_condition["condition"]) == ["native", "DA", "FA", "GA"]
+    # the QC verdicts: one recording is suspect, and the page names it and its knob
+    assert summary.loc[QC_SUSPECT_SAMPLE, "QC"] == "suspect; background_frames"
+    assert (summary.drop(index=QC_SUSPECT_SAMPLE)["QC"] == "ok").all()
+    assert by_condition.set_index("condition")["QC not ok"].to_dict() == {
+        "native": 0, "DA": 1, "FA": 0, "GA": 0}
+    page = (built["out"] / "index.html").read_text()
+    assert "1 of" in page and f"{QC_SUSPECT_SAMPLE}: QC suspect: background_frames 4" in page
     assert by_condition["clips"].sum() == summary["clips"].sum()
     assert (by_condition["donors"] == 4).all()
 
@@ -356,7 +363,7 @@ def test_pipeline_mask_is_the_detectors_foreground(tmp_path):
     bright[10:20, 60:70] = True
     for polarity, expected in (("dark", dark), ("bright", bright), ("absolute", dark | bright)):
         mask = foreground_at(tmp_path / "v.avi", model,
-                             detect_params(polarity=polarity, threshold=6), 2)
+                             detect_params(polarity=polarity, threshold=6, blur_sigma=0.0), 2)
         assert mask.dtype == np.uint8 and np.array_equal(mask.astype(bool), expected), polarity
 
 
@@ -448,3 +455,66 @@ def test_placeholder_reason_reaches_the_page(built):
     text = built["index"].read_text()
     assert "not shown" not in text  # the full fixture has every input
     assert Path(built["out"] / "split_audit.csv").is_file()
+
+
+def test_table1_has_a_row_per_task_and_model(built, tmp_path):
+    """train.models: the other models' metrics (models/<task>/extra/<model>/) get their own
+    rows next to the task's model, named in a Model column, and their sources are hashed."""
+    from report_fixtures import saliency_outputs
+
+    results, _ = _copy(built, tmp_path)
+    rng = np.random.default_rng(0)
+    main = _metrics(built, "DA")
+    for offset, model in enumerate(("slowfast", "convlstm"), start=1):
+        folder = results / "models" / "DA" / "extra" / model
+        folder.mkdir(parents=True)
+        metrics = {**main, "model": model,
+                   "accuracy": {**main["accuracy"], "test": main["accuracy"]["test"] - offset / 20}}
+        examples = pd.DataFrame({"clip_id": ["a", "b"], "donor": ["d1", "d2"], "label": [0, 1]})
+        metrics["saliency"] = saliency_outputs(folder / "saliency.npy", examples, rng,
+                                               on_cell=model == "slowfast")
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+    pd.DataFrame({"model": ["r2plus1d", "convlstm", "slowfast"], "metrics": ["", "", ""]}).to_csv(
+        results / "models" / "DA" / "extra" / "models.tsv", sep="\t", index=False)
+    found = ReportInputs.from_results(results, built["sheet"],
+                                      [t["name"] for t in built["config"]["tasks"]],
+                                      lock_file=built["lock_file"])
+    assert set(found.extra_models["DA"]) == {"slowfast", "convlstm"}
+    out = results / "report"
+    index = build_report(built["config"], built["sheet"], found, out)
+    table = json.loads((out / "table1.json").read_text())
+    # the task's model first, then the others in the order of models.tsv
+    assert [(r["task"], r["model"]) for r in table["rows"]][:4] == [
+        ("DA", "r2plus1d"), ("DA", "convlstm"), ("DA", "slowfast"), ("FA", "r2plus1d")]
+    assert table["rows"][2]["test_accuracy"] == main["accuracy"]["test"] - 1 / 20
+    assert table["sources"]["DA/slowfast"]["sha256"] == sha256_file(
+        results / "models" / "DA" / "extra" / "slowfast" / "metrics.json")
+    md = (out / "table1.md").read_text()
+    assert md.splitlines()[0].startswith("| Task | Model |")
+    # the model whose map lies on the channel wall is warned about, the others are not
+    saliency = pd.read_csv(out / "saliency.csv")
+    flagged = saliency.loc[saliency["warning"], ["task", "model"]].values.tolist()
+    assert flagged == [["DA", "convlstm"]]
+    html = index.read_text()
+    assert html.count("saliency sits mostly outside the cell") == 1
+    assert "DA / convlstm" in html
+
+
+def test_cross_validated_rows_show_mean_and_sd_over_folds():
+    per_fold = {"accuracy": {"mean": 0.8, "sd": 0.05}, "macro_f1": {"mean": 0.75, "sd": 0.042},
+                "roc_auc": {"mean": 0.9, "sd": 0.04}}
+    metrics = {"DA": {"task": "DA", "model": "r2plus1d", "negative": ["native"],
+                      "positive": ["DA"], "cv_folds": 5,
+                      "accuracy": {"train": 0.9, "validation": 0.85, "test": 0.81},
+                      "test": {"macro_f1": 0.79, "roc_auc": 0.88, "per_fold": per_fold}}}
+    rows = tables.table1_exact(metrics)
+    assert rows[0]["test_accuracy_fold_mean"] == 0.8 and rows[0]["test_roc_auc_fold_sd"] == 0.04
+    display = tables.table1_display(tables.table1_rounded(rows))
+    assert display.loc[0, "Test (%) over folds, mean ± sd"] == "80.0 ± 5.0"
+    assert display.loc[0, "Macro-F1 over folds, mean ± sd"] == "0.750 ± 0.042"
+    assert display.loc[0, "ROC AUC over folds, mean ± sd"] == "0.900 ± 0.040"
+    assert display.loc[0, "Test (%)"] == "81.0"  # the pooled figure beside them
+    # without folds the columns are left out
+    plain = {"DA": {**metrics["DA"], "test": {"macro_f1": 0.79}}}
+    assert "Test (%) over folds, mean ± sd" not in tables.table1_display(
+        tables.table1_rounded(tables.table1_exact(plain))).columns

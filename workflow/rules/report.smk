@@ -8,6 +8,14 @@ rule render_report:
         metrics=expand(f"{RESULTS}/models/{{task}}/metrics.json", task=TASKS),
         histories=expand(f"{RESULTS}/models/{{task}}/history.csv", task=TASKS),
         predictions=expand(f"{RESULTS}/models/{{task}}/predictions.tsv", task=TASKS),
+        saliency=expand(f"{RESULTS}/models/{{task}}/saliency.npy", task=TASKS),
+        models=expand(f"{RESULTS}/models/{{task}}/extra/models.tsv", task=TASKS),
+        extra_models=expand(
+            f"{RESULTS}/models/{{task}}/extra/{{model}}/{{name}}",
+            task=TASKS,
+            model=TRAIN_MODELS[1:],
+            name=["metrics.json", "history.csv", "predictions.tsv", "saliency.npy"],
+        ),
         splits=expand(f"{RESULTS}/splits/{{task}}.tsv", task=TASKS),
         audits=expand(f"{RESULTS}/splits/{{task}}_audit.json", task=TASKS),
         preprocessed=all_batch_dirs,
@@ -40,6 +48,7 @@ rule render_report:
         data_samples=f"{REPORT}/data_summary_samples.csv",
         data_conditions=f"{REPORT}/data_summary_conditions.csv",
         tracking=f"{REPORT}/tracking_accuracy.csv",
+        saliency_table=f"{REPORT}/saliency.csv",
         provenance=f"{REPORT}/provenance.json",
         learning_curves=report_figure("learning_curves", "learning curves"),
         confusion_matrices=report_figure("confusion_matrices", "confusion matrices"),
@@ -48,6 +57,7 @@ rule render_report:
         pipeline=report_figure("pipeline_panels", "pipeline panels"),
         examples=report_figure("example_clips", "example clips"),
         confounder_figure=report_figure("confounder_check", "confounder check"),
+        saliency=report_figure("saliency", "Grad-CAM saliency"),
     log:
         f"{LOGS}/render_report.log",
     benchmark:

@@ -37,11 +37,12 @@ FIGURES = {
     "pipeline_panels": "Pipeline panels",
     "example_clips": "Example clips",
     "confounder_check": "Confounder check",
+    "saliency": "Grad-CAM saliency on test clips",
 }
 #: Tables always written next to index.html (empty, with a header, when data are missing).
 TABLES = ("table1.csv", "table1.md", "table1.json", "ablations.csv", "confounders.csv",
           "split_audit.csv", "data_summary_samples.csv", "data_summary_conditions.csv",
-          "tracking_accuracy.csv", "provenance.json")
+          "tracking_accuracy.csv", "provenance.json", "saliency.csv")
 
 
 def _write_json(data: object, path: Path) -> None:
@@ -101,6 +102,7 @@ def build_report(
         _ablation_section(out, loaded["metrics"]),
         _learning_section(figures, loaded["metrics"], loaded["history"]),
         _test_section(figures, loaded["metrics"], loaded["predictions"]),
+        sections.saliency_section(figures, out, loaded, config),
         sections.pipeline_section(figures, report_inputs.pipeline, sheet, config),
         sections.examples_section(figures, report_inputs, clip_tables, all_clips, config),
         sections.confounder_section(figures, out, all_clips, task_specs),
@@ -125,18 +127,36 @@ def _read_task_files(report_inputs: ReportInputs, task_specs) -> dict[str, dict]
     """Each task's metrics, history, predictions, split and audit (absent ones left out)."""
     readers = {"metrics": inputs.read_json, "history": inputs.read_history,
                "predictions": inputs.read_predictions, "split": inputs.read_split,
-               "audit": inputs.read_json}
+               "audit": inputs.read_json, "saliency": inputs.read_saliency}
     loaded: dict[str, dict] = {kind: {} for kind in readers}
     loaded["missing"] = []
+    # the other models of train.models: task -> model -> metrics / saliency examples
+    loaded["extra_metrics"], loaded["extra_saliency"] = {}, {}
     for task in task_specs:
-        files = report_inputs.tasks.get(task["name"], {})
+        name = task["name"]
+        files = report_inputs.tasks.get(name, {})
         for kind, read in readers.items():
             path = files.get(kind)
             value = read(path) if path is not None else None
             if value is not None:
-                loaded[kind][task["name"]] = value
-        if task["name"] not in loaded["metrics"]:
-            loaded["missing"].append(task["name"])
+                loaded[kind][name] = value
+        if name not in loaded["metrics"]:
+            loaded["missing"].append(name)
+            continue
+        extra_files = report_inputs.extra_models.get(name, {})
+        listed = inputs.read_models_table(files["models"]) if "models" in files else None
+        order = list(extra_files) if listed is None else [
+            m for m in listed["model"].iloc[1:] if m in extra_files]
+        for model in order:
+            model_files = extra_files[model]
+            metrics = inputs.read_json(model_files["metrics"])
+            if metrics is None:
+                loaded["missing"].append(f"{name}/{model}")
+                continue
+            loaded["extra_metrics"].setdefault(name, {})[model] = metrics
+            layers = inputs.read_saliency(model_files["saliency"])
+            if layers is not None:
+                loaded["extra_saliency"].setdefault(name, {})[model] = layers
     return loaded
 
 
@@ -147,12 +167,17 @@ def _table1_section(out, report_inputs, loaded):
     section = H.Section("table1", "Table 1")
     metrics, missing_tasks = loaded["metrics"], loaded["missing"]
     predictions, split_tables = loaded["predictions"], loaded["split"]
-    rows = tables.table1_exact(metrics)
+    extra = loaded["extra_metrics"]
+    rows = tables.table1_exact(metrics, extra)
     rounded = tables.table1_rounded(rows)
     sources = {}
     for task in metrics:
         path = report_inputs.tasks[task]["metrics"]
         sources[task] = {"path": str(path), "sha256": provenance.sha256_file(path)}
+        for model in extra.get(task, {}):
+            path = report_inputs.extra_models[task][model]["metrics"]
+            sources[f"{task}/{model}"] = {"path": str(path),
+                                          "sha256": provenance.sha256_file(path)}
     _write_json(
         {
             "description": "Table 1; values copied from each task's metrics.json "
@@ -171,17 +196,23 @@ def _table1_section(out, report_inputs, loaded):
         "Accuracy of each task's classifier on its training, validation and test clips, in "
         "percent, as in seed 000's Table 1; with the test balanced accuracy, macro-F1, ROC "
         "AUC and the 95 % interval of test accuracy from resampling donors (clips of one "
-        "donor are not independent). Splits are by donor: no donor is in two splits."
+        "donor are not independent). Splits are by donor: no donor is in two splits. With "
+        "several models per task (train.models) each has its row, all trained and tested "
+        "on the task's split. With cross-validation the test figures are pooled over the "
+        "out-of-fold predictions, and the mean ± sd over folds (sample sd) of each fold's "
+        "model on its own test donors stands beside them. In-cell saliency: the share of "
+        "the Grad-CAM mass on the cell (see Saliency)."
     ))
     if missing_tasks:
         section.add(H.note(
             f"No metrics.json for task(s) {', '.join(missing_tasks)}: not in the table."
         ))
-    models = sorted({str(r["model"]) for r in rows if r["model"]})
-    if models:
-        section.add(H.paragraph(f"Model: {', '.join(models)}."))
+    models = list(dict.fromkeys(str(r["model"]) for r in rows if r["model"]))
+    if len(models) == 1:
+        section.add(H.paragraph(f"Model: {models[0]}."))
+        display = display.drop(columns="Model")
     if rows:
-        section.add(H.table(display.drop(columns="Model"), css_class="table1"))
+        section.add(H.table(display, css_class="table1"))
     else:
         section.add(H.note("No task has a metrics.json yet: there is no Table 1."))
 

@@ -300,3 +300,45 @@ def confounder_figure(clips: pd.DataFrame, tasks: Sequence[Mapping]) -> Figure:
         ax.set_ylabel("distance from centre line (µm)")
     fig.tight_layout()
     return fig
+
+
+def saliency_figure(
+    examples: Mapping[str, tuple[np.ndarray, Sequence[str]]], n_times: int = 6,
+) -> Figure:
+    """Example test clips and their Grad-CAM maps over time, one row per clip.
+
+    ``examples``: row group (a task, with its model) -> (layers, captions), ``layers``
+    the (n, 3, T, H, W) clips, maps and cell masks of ``saliency.npy``, ``captions`` one
+    per clip. Each row shows ``n_times`` frames spread over the clip: the grey frame with
+    the map over it (red: high saliency) and the estimated cell outline (cyan).
+    """
+    rows = [(group, i) for group, (layers, _) in examples.items() for i in range(len(layers))]
+    n_frames = max(layers.shape[2] for layers, _ in examples.values())
+    columns = min(n_times, n_frames)
+    fig, axes = plt.subplots(len(rows), columns, figsize=(1.15 * columns + 2.2, 1.25 * len(rows)),
+                             squeeze=False)
+    for r, (group, i) in enumerate(rows):
+        layers, captions = examples[group]
+        clip, cam, mask = layers[i]
+        times = np.unique(np.round(np.linspace(0, len(clip) - 1, columns)).astype(int))
+        for c in range(columns):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.spines[:].set_visible(False)
+            if c >= len(times):
+                ax.set_visible(False)
+                continue
+            t = times[c]
+            ax.imshow(clip[t], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+            ax.imshow(np.ma.masked_less(cam[t], 0.05), cmap="Reds", vmin=0, vmax=1, alpha=0.55,
+                      interpolation="nearest")
+            if mask[t].any() and not mask[t].all():
+                ax.contour(mask[t], levels=[0.5], colors="c", linewidths=0.6)
+            if r == 0:
+                ax.set_title(f"frame {t}", fontsize=7)
+        caption = captions[i] if i < len(captions) else ""
+        axes[r, 0].set_ylabel(f"{group}\n{caption}", fontsize=7, rotation=0, ha="right",
+                              va="center", labelpad=6)
+    fig.tight_layout()
+    return fig

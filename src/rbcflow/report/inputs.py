@@ -17,7 +17,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rbcflow.layout import PIPELINE_FILES, SAMPLE_FILES, output_paths, task_paths
+from rbcflow.layout import (
+    PIPELINE_FILES,
+    SAMPLE_FILES,
+    model_folder,
+    model_paths,
+    output_paths,
+    task_paths,
+)
 
 BENCHMARK_COLUMNS = [
     "s", "h:m:s", "max_rss", "max_vms", "max_uss", "max_pss", "io_in", "io_out",
@@ -69,10 +76,13 @@ class ReportInputs:
 
     ``tasks[name]`` maps ``TASK_FILES`` to paths, ``samples[name]`` maps ``SAMPLE_FILES``,
     ``tracking[name]`` is a recording's tracking-accuracy JSON (where it has a truth),
-    ``pipeline`` the sample shown in the pipeline panels with ``PIPELINE_FILES``.
+    ``pipeline`` the sample shown in the pipeline panels with ``PIPELINE_FILES``,
+    ``extra_models[task][model]`` maps ``rbcflow.layout.MODEL_FILES`` to the files of
+    the other models of ``train.models``.
     """
 
     tasks: dict[str, dict[str, Path]] = field(default_factory=dict)
+    extra_models: dict[str, dict[str, dict[str, Path]]] = field(default_factory=dict)
     samples: dict[str, dict[str, Path]] = field(default_factory=dict)
     tracking: dict[str, Path] = field(default_factory=dict)
     pipeline: dict[str, object] | None = None
@@ -89,6 +99,8 @@ class ReportInputs:
             pipeline.update({k: Path(pipeline[k]) for k in PIPELINE_FILES})
         return cls(
             tasks={t: paths(f) for t, f in data.get("tasks", {}).items()},
+            extra_models={t: {m: paths(f) for m, f in models.items()}
+                          for t, models in data.get("extra_models", {}).items()},
             samples={s: paths(f) for s, f in data.get("samples", {}).items()},
             tracking=paths(data.get("tracking", {})),
             pipeline=pipeline,
@@ -117,12 +129,37 @@ class ReportInputs:
             video = sheet.loc[sheet["sample"] == shown, "path"].iloc[0]
             pipeline = {"sample": shown, "video": Path(video),
                         **{k: samples[shown][k] for k in PIPELINE_FILES[1:]}}
+        extra = {t: {path.parent.name: model_paths(results, t, path.parent.name)
+                     for path in sorted(results.glob(f"{model_folder('', t, '*')}/metrics.json"))}
+                 for t in task_names}
         return cls(
             tasks={t: task_paths(results, t) for t in task_names},
+            extra_models={t: models for t, models in extra.items() if models},
             samples={s: {k: f[k] for k in SAMPLE_FILES} for s, f in samples.items()},
             tracking=tracking, pipeline=pipeline,
             lock_file=Path(lock_file) if lock_file else None,
         )
+
+
+def read_saliency(path: Path) -> np.ndarray | None:
+    """A model's ``saliency.npy``: (n_examples, 3, T, H, W) clips, Grad-CAM maps and cell
+    masks (``rbcflow.evaluate.SALIENCY_LAYERS``); None when absent or empty."""
+    if not path.is_file():
+        return None
+    try:
+        layers = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise ReportInputError(f"{path}: not a NumPy array file: {exc}") from None
+    if layers.size == 0:
+        return None
+    if layers.ndim != 5 or layers.shape[1] != 3:
+        raise ReportInputError(f"{path}: expected (n, 3, T, H, W), got {layers.shape}")
+    return layers
+
+
+def read_models_table(path: Path) -> pd.DataFrame | None:
+    """A task's ``extra/models.tsv``: its models, the task's model first."""
+    return read_tsv(path, ["model", "metrics"])
 
 
 def read_history(path: Path) -> pd.DataFrame | None:

@@ -14,6 +14,7 @@ import yaml
 
 from rbcflow import provenance
 from rbcflow.io.atomic import write_text_atomic
+from rbcflow.qc import warning_text as qc_warning_text
 from rbcflow.report import figures as fig
 from rbcflow.report import html as H
 from rbcflow.report import inputs, tables
@@ -71,7 +72,7 @@ def _pipeline_figure_maker(pipeline: dict, sheet: pd.DataFrame, config):
     frames = inputs.read_video_frames(pipeline["video"], numbers)
     middle = sorted(frames)[len(frames) // 2]
     model = inputs.read_background_model(pipeline["background"])
-    params = resolve_chain_params(config, row["fps"], row["um_per_px"])
+    params = resolve_chain_params(config, row["fps"], row["um_per_px"]).calibrated(model)
     mask = foreground_at(pipeline["video"], model, params.detect, middle)
     detections = inputs.read_detections(pipeline["tracks"], min(frames), max(frames))
     if detections is None:
@@ -226,6 +227,7 @@ def _sample_record(sample, row, files, tracking_file) -> tuple[dict, dict | None
         else clip_qc.groupby("reason")["count"].sum().to_dict(),
         "clips": None if qc is None else qc.get("n_clips"),
         "truth_cells": None if scores is None else scores.get("n_truth_cells_in_view"),
+        "qc": None if qc is None else qc.get("qc"),
     }
     return record, meta
 
@@ -257,6 +259,14 @@ def data_section(out: Path, report_inputs: ReportInputs, sheet: pd.DataFrame, co
     if absent:
         section.add(H.note("Not available for any sample: " + ", ".join(absent)
                            + " (the stage outputs are missing)."))
+    warnings = [qc_warning_text(r["sample"], r["qc"]["verdict"], r["qc"]["flagged"])
+                for r in per_sample if r.get("qc") and r["qc"].get("verdict") != "ok"]
+    if warnings:
+        # the QC stage's own warning lines, so the page and the log say the same
+        section.add(H.note(f"{len(warnings)} of {len(per_sample)} recordings are not judged "
+                           "ok by QC (sign, value, limit and the knob to turn):"))
+        for text in warnings:
+            section.add(H.note(text))
     section.add("<h3>Per condition</h3>")
     section.add(H.table(by_condition, decimals=0))
     section.add("<h3>Per recording</h3>")
@@ -321,4 +331,77 @@ def provenance_section(out: Path, config, ingest: dict, report_inputs: ReportInp
         section.add(H.note("No ingest records: no data hashes."))
     section.add(H.preformatted(yaml.safe_dump(json_safe(dict(config)), sort_keys=True),
                                summary="configuration (all parameters, defaults filled in)"))
+    return section
+
+
+SALIENCY_COLUMNS = ["task", "model", "n_clips", "in_cell_share", "cell_area_share",
+                    "enrichment", "resolved", "warning"]
+
+
+def _saliency_captions(metrics: dict) -> list[str]:
+    captions = []
+    for example in (metrics.get("saliency") or {}).get("examples", []):
+        share = example.get("in_cell_share")
+        shown = "–" if share is None else f"{100 * share:.0f} %"
+        captions.append(f"label {example['label']}, p={example['p_positive']:.2f}\n"
+                        f"on cell {shown}")
+    return captions
+
+
+def saliency_section(figures, out: Path, loaded: dict, config):
+    """Grad-CAM examples per task, the in-cell share per task and model, and a warning
+    for every model whose saliency sits mostly outside the cell."""
+    section = H.Section("saliency", "Saliency")
+    threshold = float(config.get("report", {}).get("min_saliency_enrichment", 1.5))
+    table = tables.saliency_table(loaded["metrics"], loaded["extra_metrics"], threshold)
+    write_csv(table, out / "saliency.csv")
+    section.add(H.paragraph(
+        "Where each model looks: Grad-CAM of the predicted class on a sample of test clips "
+        "(the model that tested a clip explains it), and the share of the map's mass that "
+        "lies on the cell (its outline estimated from the clip: the region departing from "
+        "the clip border's grey level nearest the centre, grown by 2 px). A model that "
+        "reads the cell puts more of its saliency there than the cell's share of the clip "
+        "area; seed 001's first model looked at the channel instead."
+    ))
+    examples = {}
+    for task, layers in loaded["saliency"].items():
+        if task not in loaded["metrics"]:
+            continue  # a task without metrics is not reported
+        metrics = loaded["metrics"][task]
+        share = (metrics.get("saliency") or {}).get("in_cell_share")
+        label = f"{task} ({metrics.get('model')})" + (
+            "" if share is None else f"\n{100 * share:.0f} % on cell")
+        examples[label] = (layers, _saliency_captions(metrics))
+    figures.write("saliency", lambda: fig.saliency_figure(examples),
+                  None if examples else "no saliency maps (evaluate.saliency_clips: 0?)")
+    section.add(figures.embed(
+        "saliency",
+        "Example test clips of each task's model over time (columns: frames), the "
+        "Grad-CAM map over each frame (red) and the estimated cell outline (cyan); left: "
+        "the task, its in-cell share, and each clip's label, P(positive) and own share.",
+    ))
+    if table.empty:
+        section.add(H.note("No model has saliency results in its metrics.json."))
+        return section
+    shown = pd.DataFrame({
+        "Task": table["task"], "Model": table["model"], "Clips": table["n_clips"],
+        "Saliency on cell (%)": 100 * table["in_cell_share"].astype(float),
+        "Cell area (%)": 100 * table["cell_area_share"].astype(float),
+        "Ratio": table["enrichment"].astype(float),
+    })
+    section.add(H.table(shown, decimals=1))
+    for _, row in table.iterrows():
+        if row["warning"]:
+            section.add(H.note(
+                f"Warning: {row['task']} / {row['model']}: saliency sits mostly outside "
+                f"the cell: {100 * row['in_cell_share']:.0f} % of the Grad-CAM mass is on "
+                f"the cell, which covers {100 * row['cell_area_share']:.0f} % of the clip "
+                f"(ratio {row['enrichment']:.2f} < {threshold:g}). The model may be "
+                "reading the channel or background rather than the cell."
+            ))
+        elif not row["resolved"]:
+            section.add(H.note(
+                f"{row['task']} / {row['model']}: the maps have no spatial resolution "
+                "(one feature cell per frame): they say when, not where; no in-cell check."
+            ))
     return section

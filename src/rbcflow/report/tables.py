@@ -3,7 +3,10 @@
 Table 1 keeps two forms of every number: ``table1.json`` holds the values exactly as
 they are in each task's ``metrics.json`` (fractions, full precision), ``table1.csv`` and
 ``table1.md`` the same numbers rounded for reading (accuracies in percent with one
-decimal, as in seed 000's Table 1; F1 and AUC with three decimals).
+decimal, as in seed 000's Table 1; F1 and AUC with three decimals). There is one row per
+task and model (the task's model first, then the other models of ``train.models``, all
+trained on the task's split). With cross-validation the pooled out-of-fold figures come
+with the mean and standard deviation over folds of accuracy, macro-F1 and AUC.
 """
 
 from __future__ import annotations
@@ -26,13 +29,21 @@ TABLE1_FIELDS = [
     "test_accuracy_ci95_low", "test_accuracy_ci95_high",
     "train_donors", "validation_donors", "test_donors",
     "train_clips", "validation_clips", "test_clips",
+    "cv_folds",
+    "test_accuracy_fold_mean", "test_accuracy_fold_sd",
+    "test_macro_f1_fold_mean", "test_macro_f1_fold_sd",
+    "test_roc_auc_fold_mean", "test_roc_auc_fold_sd",
+    "saliency_in_cell_share", "saliency_cell_area_share",
 ]
 #: Fields that are fractions, shown in percent in the CSV and Markdown.
 PERCENT_FIELDS = [
     "train_accuracy", "validation_accuracy", "test_accuracy", "test_balanced_accuracy",
     "test_accuracy_ci95_low", "test_accuracy_ci95_high",
+    "test_accuracy_fold_mean", "test_accuracy_fold_sd",
+    "saliency_in_cell_share", "saliency_cell_area_share",
 ]
-SCORE_FIELDS = ["test_macro_f1", "test_roc_auc"]
+SCORE_FIELDS = ["test_macro_f1", "test_roc_auc", "test_macro_f1_fold_mean",
+                "test_macro_f1_fold_sd", "test_roc_auc_fold_mean", "test_roc_auc_fold_sd"]
 COUNT_FIELDS = [f"{split}_{kind}" for kind in ("donors", "clips") for split in SPLITS]
 
 
@@ -66,16 +77,30 @@ def table1_row(metrics: Mapping) -> dict:
         split_counts = counts.get(split) or {}
         row[f"{split}_donors"] = _number(split_counts.get("donors"))
         row[f"{split}_clips"] = _number(split_counts.get("clips"))
+    row["cv_folds"] = _number(metrics.get("cv_folds"))
+    per_fold = test.get("per_fold") or {}
+    for name in ("accuracy", "macro_f1", "roc_auc"):
+        summary = per_fold.get(name) or {}
+        row[f"test_{name}_fold_mean"] = _number(summary.get("mean"))
+        row[f"test_{name}_fold_sd"] = _number(summary.get("sd"))
+    saliency = metrics.get("saliency") or {}
+    row["saliency_in_cell_share"] = _number(saliency.get("in_cell_share"))
+    row["saliency_cell_area_share"] = _number(saliency.get("cell_area_share"))
     return {field: row.get(field) for field in TABLE1_FIELDS}
 
 
-def table1_exact(metrics_by_task: Mapping[str, Mapping]) -> list[dict]:
-    """Table-1 rows with exact values, in the order of ``metrics_by_task``."""
+def table1_exact(
+    metrics_by_task: Mapping[str, Mapping],
+    extra_by_task: Mapping[str, Mapping[str, Mapping]] | None = None,
+) -> list[dict]:
+    """Table-1 rows with exact values: per task of ``metrics_by_task`` (in its order) the
+    task's model, then its other models (``extra_by_task[task]``: model -> metrics)."""
     rows = []
     for task, metrics in metrics_by_task.items():
-        row = table1_row(metrics)
-        row["task"] = row["task"] or task
-        rows.append(row)
+        for model_metrics in [metrics, *(extra_by_task or {}).get(task, {}).values()]:
+            row = table1_row(model_metrics)
+            row["task"] = row["task"] or task
+            rows.append(row)
     return rows
 
 
@@ -99,7 +124,7 @@ def table1_rounded(rows: Sequence[Mapping]) -> pd.DataFrame:
                 record[field] = value
         records.append(record)
     frame = pd.DataFrame(records, columns=columns)
-    for field in COUNT_FIELDS:
+    for field in [*COUNT_FIELDS, "cv_folds"]:
         frame[field] = frame[field].astype("Int64")
     return frame
 
@@ -108,6 +133,12 @@ def _fmt(value: object, decimals: int) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return "–"
     return f"{value:.{decimals}f}"
+
+
+def _mean_sd(mean: object, sd: object, decimals: int) -> str:
+    if _fmt(mean, decimals) == "–":
+        return "–"
+    return f"{_fmt(mean, decimals)} ± {_fmt(sd, decimals)}"
 
 
 def _fmt_count(value: object) -> str:
@@ -137,12 +168,27 @@ def table1_display(rounded: pd.DataFrame) -> pd.DataFrame:
     ]
     out["Macro-F1"] = [_fmt(v, SCORE_DECIMALS) for v in rounded["test_macro_f1"]]
     out["ROC AUC"] = [_fmt(v, SCORE_DECIMALS) for v in rounded["test_roc_auc"]]
+    if rounded["test_accuracy_fold_mean_pct"].notna().any():
+        for header, name, decimals in (("Test (%)", "test_accuracy", PERCENT_DECIMALS),
+                                       ("Macro-F1", "test_macro_f1", SCORE_DECIMALS),
+                                       ("ROC AUC", "test_roc_auc", SCORE_DECIMALS)):
+            suffix = "_pct" if name == "test_accuracy" else ""
+            out[f"{header} over folds, mean ± sd"] = [
+                _mean_sd(mean, sd, decimals) for mean, sd in zip(
+                    rounded[f"{name}_fold_mean{suffix}"], rounded[f"{name}_fold_sd{suffix}"],
+                    strict=True)
+            ]
+    out["In-cell saliency (%)"] = [
+        _fmt(v, PERCENT_DECIMALS) for v in rounded["saliency_in_cell_share_pct"]
+    ]
     for kind in ("donors", "clips"):
         out[f"{kind.capitalize()} train/val/test"] = [
             "/".join(_fmt_count(rounded.loc[i, f"{split}_{kind}"]) for split in SPLITS)
             for i in rounded.index
         ]
     out["Model"] = rounded["model"].fillna("–")
+    if rounded["model"].nunique() > 1:  # several models per task: name each row's model
+        out = out[["Task", "Model", *out.columns.drop(["Task", "Model"])]]
     return out
 
 
@@ -284,13 +330,17 @@ def task_labels(clips: pd.DataFrame, task: Mapping) -> pd.Series:
     return clips["condition"].map(mapping).astype(float)
 
 
+TEXT_COLUMNS = ("sample", "donor", "condition", "focus", "QC")
+
+
 def data_summary(per_sample: Sequence[Mapping]) -> pd.DataFrame:
     """One row per sample: frames, detections, tracks, tracks kept, clips, rejections.
 
     ``per_sample`` items hold ``sample``, ``donor``, ``condition``, ``focus``, ``frames``,
     ``detections``, ``track_status`` (status -> count, from ``<sample>_tracks.tsv``),
     ``clip_qc`` (reason -> count, from ``<sample>_qc.tsv``), ``clips`` and optionally
-    ``truth_cells``. Missing inputs are NaN.
+    ``truth_cells`` and ``qc`` (the QC verdict block: ``QC`` is the verdict, then the
+    signs beyond their limits). Missing inputs are NaN.
     """
     track_reasons = sorted({r for s in per_sample for r in (s.get("track_status") or {})} - {
         "kept"})
@@ -310,13 +360,18 @@ def data_summary(per_sample: Sequence[Mapping]) -> pd.DataFrame:
         for reason in clip_reasons:
             row[f"clip QC: {reason}"] = None if qc is None else qc.get(reason, 0)
         row["clips"] = item.get("clips")
+        verdict = item.get("qc")
+        row["QC"] = None if not verdict else verdict["verdict"] + "".join(
+            f"; {f['sign']}" for f in verdict.get("flagged", []))
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
     if frame["truth_cells"].isna().all():
         frame = frame.drop(columns="truth_cells")
-    numeric = [c for c in frame.columns if c not in ("sample", "donor", "condition", "focus")]
+    if frame["QC"].isna().all():
+        frame = frame.drop(columns="QC")
+    numeric = [c for c in frame.columns if c not in TEXT_COLUMNS]
     frame[numeric] = frame[numeric].astype("Float64").round().astype("Int64")
     return frame
 
@@ -325,9 +380,12 @@ def condition_summary(samples: pd.DataFrame, conditions: Sequence[str]) -> pd.Da
     """Sums of ``data_summary`` per condition (config order), with samples and donors."""
     if samples.empty:
         return samples
-    numeric = [c for c in samples.columns if c not in ("sample", "donor", "condition", "focus")]
+    numeric = [c for c in samples.columns if c not in TEXT_COLUMNS]
     grouped = samples.groupby("condition", sort=False)
     table = grouped[numeric].sum(min_count=1)
+    if "QC" in samples:
+        table["QC not ok"] = grouped["QC"].agg(
+            lambda verdicts: int(sum(not str(v).startswith("ok") for v in verdicts.dropna())))
     table.insert(0, "donors", grouped["donor"].nunique())
     table.insert(0, "samples", grouped["sample"].size())
     order = [c for c in conditions if c in table.index] + [
@@ -367,3 +425,38 @@ def tracking_table(evaluations: Mapping[str, Mapping]) -> pd.DataFrame:
     preferred = ["sample", "idf1", "mota", "motp", "recall", "precision"]
     ordered = [c for c in preferred if c in frame.columns]
     return frame[ordered + [c for c in frame.columns if c not in ordered]]
+
+
+def saliency_table(
+    metrics_by_task: Mapping[str, Mapping],
+    extra_by_task: Mapping[str, Mapping[str, Mapping]] | None = None,
+    min_enrichment: float = 1.5,
+) -> pd.DataFrame:
+    """Per task and model: in-cell share of the Grad-CAM mass, the cell's share of the
+    clip area, their ratio, and whether the model gets a warning.
+
+    ``warning`` is True where the maps are resolved in space and the ratio is below
+    ``min_enrichment`` (the saliency sits mostly on the channel around the cell, seed
+    001's shortcut); maps without spatial resolution (1 x 1 feature cells) cannot say
+    where, and get ``resolved`` False and no warning.
+    """
+    columns = ["task", "model", "n_clips", "in_cell_share", "cell_area_share", "enrichment",
+               "resolved", "warning"]
+    rows = []
+    for task, metrics in metrics_by_task.items():
+        for model_metrics in [metrics, *(extra_by_task or {}).get(task, {}).values()]:
+            saliency = model_metrics.get("saliency")
+            if not saliency:
+                continue
+            enrichment = _number(saliency.get("enrichment"))
+            resolved = bool(saliency.get("spatially_resolved"))
+            rows.append({
+                "task": task, "model": model_metrics.get("model"),
+                "n_clips": saliency.get("n_clips"),
+                "in_cell_share": _number(saliency.get("in_cell_share")),
+                "cell_area_share": _number(saliency.get("cell_area_share")),
+                "enrichment": enrichment, "resolved": resolved,
+                "warning": bool(resolved and enrichment is not None
+                                and enrichment < min_enrichment),
+            })
+    return pd.DataFrame(rows, columns=columns)
