@@ -16,12 +16,14 @@ include: "workflow/rules/simulate.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/predict.smk"
 
 
 rule all:
     default_target: True
     input:
         rules.render_report.output,
+        expand(rules.bundle_model.output.bundle, task=TASKS),
 
 
 # Coarse targets, one per DVC stage (dvc.yaml): DVC wraps these, Snakemake owns the graph.

@@ -77,6 +77,15 @@ def validate(
         except ConfigError as exc:
             typer.echo(str(exc), err=True)
             raise typer.Exit(2) from None
+        if cfg["study"]["enabled"]:
+            from rbcflow.study import StudyError, check_study
+
+            try:
+                check_study(sheet, cfg, source=str(sheet_path),
+                            open_files=cfg["study"]["open_files"])
+            except StudyError as exc:
+                typer.echo(str(exc), err=True)
+                raise typer.Exit(2) from None
         typer.echo(f"{sheet_path}: {len(sheet)} samples OK")
     typer.echo("config OK")
 
@@ -235,6 +244,19 @@ def clips(
     typer.echo(f"{paths['clips']}: {n} clips")
 
 
+def _check_recording_options(video: Path, info: dict) -> None:
+    """The options of `rbcflow preprocess` checked as a sample-sheet row, before any write."""
+    from rbcflow.config import check_sample_row
+    from rbcflow.preprocess import sample_name
+
+    row = {**info, "sample": info["sample"] or sample_name(video), "path": str(video)}
+    try:
+        check_sample_row(row, f"{video}: options")
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+
+
 @app.command()
 def preprocess(
     video: Path = typer.Argument(..., help="The recording (video file, TIFF, frame folder, cine)."),
@@ -258,14 +280,19 @@ def preprocess(
     cfg = _config(config)
     info = {"sample": sample, "donor": donor, "condition": condition, "focus": focus,
             "session": session, "fps": fps, "um_per_px": um_per_px}
-    try:
-        if fps is None:
-            from rbcflow.io.video import open_video
+    if fps is None:
+        # the header's rate is checked with the other options (reading it writes nothing)
+        from rbcflow.io.video import open_video
 
+        try:
             with open_video(video) as reader:
                 info["fps"] = reader.fps
             if not info["fps"]:
                 raise VideoError(f"{video}: the file declares no frame rate; pass --fps")
+        except VideoError as exc:
+            raise _fail(exc) from None
+    _check_recording_options(video, info)
+    try:
         paths = preprocess_video(video, out, cfg, info, progress=sys.stderr.isatty())
     except ParameterError as exc:
         typer.echo(f"{video}: {exc}", err=True)
@@ -373,7 +400,8 @@ def train(
     )
     typer.echo(
         f"{out_dir}: {summary['model']} trained {summary['epochs_run']} epochs "
-        f"(best {summary['best_epoch']}) in {summary['seconds']:.1f} s"
+        f"(best {summary['best_epoch']}) in {summary['run']['seconds']:.1f} s "
+        f"({summary['run']['train_clips_per_s']} clips/s on {summary['run']['device']})"
     )
 
 
@@ -399,8 +427,128 @@ def evaluate(
     )
 
 
+@app.command()
+def predict(
+    model_dir: Path = typer.Argument(..., help="Model folder with bundle.json and model.keras "
+                                     "(results/models/<task>)."),
+    inputs: list[Path] = typer.Argument(..., help="Recordings (any readable format), sample "
+                                        "sheets (.tsv; condition may be empty) or clip files "
+                                        "(.h5)."),
+    out: Path = typer.Option(..., "--out", help="Folder for cells.tsv, samples.tsv, "
+                             "index.html and the recordings' preprocess/ files."),
+    fps: float | None = typer.Option(None, help="Frame rate of bare recordings (default: "
+                                     "the file's header)."),
+    um_per_px: float | None = typer.Option(
+        None, "--um-per-px", help="Pixel size of bare recordings (default: the file's, else "
+        "that of the training recordings with the same frame rate)."),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Classify every cell of new recordings; each sample's composition with intervals.
+
+    The bootstrap's replicates and the example clips come from the config's `predict`
+    section, the seed from its `seed`; the chain's parameters from the model's bundle.
+    """
+    from rbcflow.bundle import BundleError
+    from rbcflow.clips import ClipError
+    from rbcflow.io.video import VideoError
+    from rbcflow.params import ParameterError
+    from rbcflow.predict import PredictError, predict_samples
+    from rbcflow.track import TrackingError
+
+    cfg = _config(config)
+    try:
+        paths = predict_samples(model_dir, inputs, out, n_boot=cfg["predict"]["bootstrap"],
+                                seed=cfg["seed"],
+                                example_clips=cfg["predict"]["example_clips"], fps=fps,
+                                um_per_px=um_per_px, progress=sys.stderr.isatty())
+    except (BundleError, PredictError, ParameterError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    except (VideoError, ClipError, TrackingError) as exc:
+        raise _fail(exc) from None
+    for role, path in paths.items():
+        typer.echo(f"{role}: {path}")
+
+
+@app.command(name="inspect")
+def inspect_command(
+    video: Path = typer.Argument(..., help="The recording (video, TIFF, frame folder, .rtdc)."),
+    out: Path | None = typer.Option(None, "--out", help="Folder of the page (default "
+                                    "<video name>_inspect in the current folder)."),
+    config: Path | None = ConfigOption,
+    um_per_px: float | None = typer.Option(None, "--um-per-px",
+                                           help="Micrometres per pixel (default: the file's)."),
+    fps: float | None = typer.Option(None, help="Frame rate (default: the file's header)."),
+) -> None:
+    """Show one recording as the chain sees it (HTML page, PNGs, suggested settings)."""
+    from rbcflow.clips import ClipError
+    from rbcflow.inspect import inspect_recording
+    from rbcflow.io.video import VideoError
+    from rbcflow.params import ParameterError
+    from rbcflow.preprocess import sample_name
+    from rbcflow.track import TrackingError
+
+    cfg = _config(config)
+    folder = out or Path(f"{sample_name(video)}_inspect")
+    try:
+        paths = inspect_recording(video, folder, cfg, um_per_px=um_per_px, fps=fps)
+    except ParameterError as exc:
+        typer.echo(f"{video}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except (VideoError, ClipError, TrackingError, ValueError) as exc:
+        raise _fail(exc) from None
+    typer.echo(f"inspection page: {paths['html']}")
+    typer.echo(paths["config_snippet"].read_text(encoding="utf-8").rstrip())
+
+
+@app.command(name="export-rtdc")
+def export_rtdc(
+    folder: Path = typer.Argument(..., help="A recording's preprocessing folder (the --out "
+                                  "of `rbcflow preprocess`, or a batch folder of the workflow)."),
+    out: Path = typer.Option(..., "--out", help="The .rtdc file to write."),
+    sample: str | None = typer.Option(None, help="Sample (default: the folder's only one)."),
+    predictions: Path | None = typer.Option(
+        None, help="Table (TSV) with track_id and p_<class> columns (e.g. `rbcflow predict`'s "
+        "cells.tsv): class probabilities become ml_score_xyz features."),
+    all_tracks: bool = typer.Option(False, "--all-tracks", help="Every track, not only kept."),
+) -> None:
+    """Write a recording's per-cell results as an .rtdc file (dclab, DCscope, Shape-Out)."""
+    import pandas as pd
+
+    from rbcflow.export import export_tracks_rtdc
+    from rbcflow.io.video import VideoError
+    from rbcflow.preprocess import output_paths
+    from rbcflow.track import TrackTableError
+
+    found = sorted(p.name[:-len(".parquet")] for p in (folder / "tracks").glob("*.parquet"))
+    if sample is None and len(found) != 1:
+        typer.echo(f"{folder}: {len(found)} recordings {found[:5]}; choose one with --sample",
+                   err=True)
+        raise typer.Exit(2)
+    sample = sample or found[0]
+    paths = output_paths(folder, sample)
+    try:
+        table = None if predictions is None else pd.read_csv(predictions, sep="\t")
+        n, codes = export_tracks_rtdc(paths["tracks"], paths["tracks_summary"], out,
+                                      sample=sample, predictions=table,
+                                      statuses=None if all_tracks else ("kept",))
+    except (VideoError, TrackTableError, ValueError, OSError) as exc:
+        raise _fail(exc) from None
+    scores = ", ".join(f"{v} = {k}" for k, v in codes.items()) or "no class scores"
+    typer.echo(f"{out}: {n} cells ({scores})")
+
+
 def main() -> None:
-    app()
+    from rbcflow.io.atomic import write_failure_message
+
+    try:
+        app()
+    except OSError as exc:  # a full disk or a read-only folder: one line, not a traceback
+        message = write_failure_message(exc)
+        if message is None:
+            raise
+        typer.echo(message, err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

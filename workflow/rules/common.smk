@@ -4,7 +4,15 @@ from pathlib import Path
 
 from rbcflow.batches import BATCH_PATTERN, plan_batches, recording_bytes
 from rbcflow.config import ConfigError, load_sample_sheet, validate_config
-from rbcflow.layout import PIPELINE_FILES, SAMPLE_FILES, output_paths, task_paths
+from rbcflow.layout import (
+    PIPELINE_FILES,
+    SAMPLE_FILES,
+    model_paths,
+    output_paths,
+    task_paths,
+    trained_models,
+)
+from rbcflow.study import check_study
 
 # Validate (and complete with defaults) before any job runs; one message lists every
 # problem. The completed config replaces Snakemake's, so rules see every default.
@@ -20,6 +28,8 @@ RESULTS = config["results"]
 LOGS = config["logs"]
 SIMULATED = not config["samples"]
 TASKS = {task["name"]: task for task in config["tasks"]}
+# train.models, or [train.model]: the first is each task's model (rbcflow.layout)
+TRAIN_MODELS = trained_models(config["train"])
 
 # A user's sample sheet is validated now, before anything runs; the simulated one exists
 # only after the simulate_dataset checkpoint and is validated when it is first read.
@@ -28,6 +38,13 @@ if not SIMULATED:
         _USER_SHEET = load_sample_sheet(
             config["samples"], conditions=config["conditions"]
         )
+        if config["study"]["enabled"]:
+            check_study(
+                _USER_SHEET,
+                config,
+                source=config["samples"],
+                open_files=config["study"]["open_files"],
+            )
     except ConfigError as error:
         raise WorkflowError(str(error)) from None
 
@@ -69,7 +86,7 @@ def sample_ids():
 # The sections of the config the per-recording chain reads (rbcflow.preprocess).
 CHAIN_CONFIG = {
     key: config[key]
-    for key in ("seed", "ingest", "background", "detect", "track", "clips")
+    for key in ("seed", "ingest", "background", "detect", "track", "clips", "qc")
 }
 _BATCH_CACHE = {}
 
@@ -199,6 +216,13 @@ def report_files(lock_file):
             t: {k: str(v) for k, v in task_paths(RESULTS, t).items()} for t in TASKS
         },
         "samples": samples,
+        "extra_models": {
+            t: {
+                m: {k: str(v) for k, v in model_paths(RESULTS, t, m).items()}
+                for m in TRAIN_MODELS[1:]
+            }
+            for t in TASKS
+        },
         "tracking": {s: tracking_file(s) for s in truth_samples()},
         "pipeline": pipeline,
         "lock_file": str(lock_file),
