@@ -132,6 +132,36 @@ def test_early_stopping_restores_the_best_epoch(split_data, tmp_path):
     assert recorded["runs"][0]["baseline_frame"]["epochs_run"] >= 1
 
 
+def test_early_stopping_waits_for_min_epochs():
+    # a model that cannot improve (learning rate 0) stops after `patience` epochs, but
+    # not before `min_epochs`: a model from scratch may sit at chance for its first ones
+    import keras
+
+    from rbcflow.train import fit_model
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 4)).astype("float32"), rng.integers(0, 2, 32)
+    data = (x, y)
+
+    def epochs_run(min_epochs: int) -> int:
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, "softmax")])
+        model.compile(keras.optimizers.SGD(learning_rate=0.0),
+                      "sparse_categorical_crossentropy", metrics=["accuracy"])
+        history, _, _ = fit_model(model, _batched(data), _batched(data), epochs=20,
+                                  patience=1, min_epochs=min_epochs)
+        return len(history)
+
+    assert epochs_run(0) == 2
+    assert epochs_run(6) == 8
+
+
+def _batched(data):
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices(data).batch(16)
+
+
 def test_a_split_sharing_donors_is_refused(split_data, tmp_path):
     root, files = split_data
     table = read_split_table(root / "DA.tsv")

@@ -98,8 +98,13 @@ def fit_model(
     validation_data,
     epochs: int,
     patience: int,
+    min_epochs: int = 0,
 ) -> tuple[pd.DataFrame, int, float]:
     """Fit with early stopping on validation loss, best weights restored.
+
+    Early stopping counts only after ``min_epochs``: a video model trained from scratch
+    can sit at chance (validation loss ~ ln 2) for its first epochs before it finds the
+    cells, and stopping there keeps an untrained model.
 
     Returns the history (one row per epoch, epochs counted from 1), the best epoch and
     the seconds spent.
@@ -107,7 +112,8 @@ def fit_model(
     import keras
 
     stop = keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=patience, restore_best_weights=True
+        monitor="val_loss", patience=patience, restore_best_weights=True,
+        start_from_epoch=min_epochs,
     )
     start = time.perf_counter()
     result = model.fit(
@@ -235,7 +241,8 @@ def train_feature_model(
                 located, params, seed, feature_shape, readers, reader_threads
             )
         history, best, seconds = fit_model(
-            head, train_data, validation_data, params["epochs"], params["patience"]
+            head, train_data, validation_data, params["epochs"], params["patience"],
+            params["min_epochs"],
         )
     finally:
         for path in caches.values():
@@ -262,7 +269,8 @@ def train_one(
         located, params, seed, input_shape, reader_threads=reader_threads
     )
     history, best, seconds = fit_model(
-        model, train_data, validation_data, params["epochs"], params["patience"]
+        model, train_data, validation_data, params["epochs"], params["patience"],
+        params["min_epochs"],
     )
     return model, history, best, seconds
 
