@@ -26,6 +26,7 @@ first status check from 40 s to 1 s.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -208,9 +209,14 @@ def test_jobs_get_what_the_profile_asks_for(real):
             assert job["TimeLimit"] == slurm_minutes(resources[rule]["runtime"])
             assert job["Partition"] == SITE["RBCFLOW_GPU_PARTITION"]
             assert job["TresPerJob"] == "gres:gpu:1", job  # sbatch --gpus=1
-            assert re.search(r"gpu(:\w+)?:1\(IDX:[01]\)", job.get("GRES", "")), job
+            if job.get("GRES"):  # scontrol empties the allocation's details once a job ends
+                assert re.search(r"gpu(:\w+)?:1\(IDX:[01]\)", job["GRES"]), job
             assert job["Account"] == "(null)"  # no account given, none guessed
             assert job["JobState"] == "COMPLETED", job
+    # the GPU the job was given, as the training recorded it (fake GRES devices 0 and 1)
+    for runtime in (real["project"] / "logs" / "train_model").glob("*.runtime.json"):
+        assert json.loads(runtime.read_text())["cuda_visible_devices"] in ("0", "1"), runtime
+    assert list((real["project"] / "logs" / "train_model").glob("*.runtime.json"))
     preprocess = [i for name, ids in jobs.items() if name.startswith("group_preprocess")
                   for i in ids]
     assert len(preprocess) == 6 + 1, jobs  # one per batch, and the cancelled one again
@@ -229,10 +235,15 @@ def test_a_job_killed_by_slurm_is_reported_failed_in_bounded_time(real):
     run, cancel = real["runs"]["killed"], real["cancel"]
     assert "problem" not in cancel, cancel.get("problem")
     assert run.returncode not in (0, -9), run.describe()  # failed, and did not hang
-    reported = run.first_time(f"SLURM-job '{cancel['job_id']}' failed")
+    # the plugin's own line, or, for a group job (whose message Snakemake drops), the
+    # error block naming the cancelled job's log
+    reported = run.first_time(f"SLURM-job '{cancel['job_id']}' failed") or run.first_time(
+        f"/{cancel['job_id']}.log (check log file")
     assert reported is not None, run.describe()
     assert reported - (cancel["at"] - real["start"]) < DETECTION_BOUND, run.describe()
-    assert "CANCELLED" in run.output
+    logs = list((real["project"] / ".snakemake" / "slurm_logs").rglob(f"{cancel['job_id']}.log"))
+    assert "CANCELLED" in run.output or any(
+        "CANCELLED" in log.read_text(errors="replace") for log in logs), (logs, run.describe())
 
 
 def test_rerun_after_the_kill_completes(real):

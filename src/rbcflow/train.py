@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import shutil
 import time
@@ -421,6 +422,8 @@ def run_record(model_name: str, out_dir: Path, timings: Sequence[Mapping]) -> di
         "train_clips_per_s": float(f"{clips / seconds:.4g}") if seconds > 0 else None,
         "runs": list(timings),
         **training_device(),
+        # the GPU(s) a scheduler handed the job (SLURM's GRES), or None
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "host": platform.node(),
         "created": utc_now(),
     }
