@@ -143,3 +143,14 @@ def test_fps_check_compares_finite_rates():
     check_fps("x.avi", 1810.0, 1800.0, 0.02)
     with pytest.raises(VideoError, match="disagrees with the sample sheet"):
         check_fps("x.avi", 1000.0, 1800.0, 0.02)
+
+
+def test_recorded_path_does_not_name_the_checkout(tmp_path, monkeypatch):
+    # inside the working directory (the project): relative, so another clone writes the
+    # same ingest record; outside it: absolute
+    from rbcflow.ingest import recorded_path
+
+    (tmp_path / "project" / "videos").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "project")
+    assert recorded_path(tmp_path / "project" / "videos" / "a.avi") == "videos/a.avi"
+    assert recorded_path(tmp_path / "elsewhere.avi") == str((tmp_path / "elsewhere.avi").resolve())

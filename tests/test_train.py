@@ -110,6 +110,10 @@ def test_same_seed_same_model(split_data, tmp_path):
     weights = [load_model(tmp_path / n / "model.keras").get_weights() for n in ("a", "b")]
     for wa, wb in zip(*weights, strict=True):
         np.testing.assert_array_equal(wa, wb)
+    # and the saved files are equal bytes (no save date, no memory addresses), so DVC
+    # sees the same model from another run or another clone
+    assert (tmp_path / "a" / "model.keras").read_bytes() == \
+        (tmp_path / "b" / "model.keras").read_bytes()
 
 
 def test_early_stopping_restores_the_best_epoch(split_data, tmp_path):

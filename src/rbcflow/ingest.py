@@ -107,6 +107,20 @@ def check_fps(path: str | Path, fps_file: float | None, fps_sheet: float,
         )
 
 
+def recorded_path(path: str | Path) -> str:
+    """A recording's path as the ingest record keeps it: relative to the working
+    directory (the project under Snakemake and DVC) when it lies inside it, else absolute.
+
+    The sheet's paths are resolved to absolute ones, which name the checkout: a clone in
+    another folder then wrote other bytes and DVC saw every later stage as changed.
+    """
+    resolved = Path(path).resolve()
+    try:
+        return resolved.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(resolved)
+
+
 def _decode_all(video_path: Path, sample: str, fps_sheet: float, fps_tolerance: float
                 ) -> tuple[dict, _EvenSample]:
     """Decode every frame once: the metadata (sha256 still unknown) and the sheet's frames."""
@@ -120,7 +134,7 @@ def _decode_all(video_path: Path, sample: str, fps_sheet: float, fps_tolerance: 
         header = reader.n_frames_header
         info = {
             "sample": sample,
-            "path": str(video_path),
+            "path": recorded_path(video_path),
             "reader": reader.reader,
             "sha256": None,
             "n_frames": n_frames,

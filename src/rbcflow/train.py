@@ -22,8 +22,10 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 import time
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -259,6 +261,12 @@ def train_one(
 
     from rbcflow.models import FEATURE_MODELS, build_model, compile_model
 
+    # Keras numbers names per process ("adam", then "adam_1") and saves them in the
+    # file: a fresh session gives every model the same names, however many came before.
+    # The session holds the precision policy too, so it is kept.
+    policy = keras.mixed_precision.global_policy()
+    keras.backend.clear_session()
+    keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(seed)
     if model_name in FEATURE_MODELS:
         return train_feature_model(
@@ -277,9 +285,45 @@ def train_one(
 
 
 def save_model(model, path: Path) -> None:
-    """Save a model atomically as ``.keras``."""
+    """Save a model atomically as ``.keras``: the same weights give the same bytes.
+
+    Keras stamps the archive with the time of saving (``date_saved`` in metadata.json,
+    the weights member's zip date) and numbers shared objects by their memory address
+    (``shared_object_id`` in config.json), so every run, and every clone, wrote another
+    file and DVC saw a changed model. :func:`normalise_keras_archive` fixes both.
+    """
     with atomic_path(path) as tmp:
         model.save(tmp)
+        normalise_keras_archive(tmp)
+
+
+KERAS_FIXED_DATE = "1980-01-01@00:00:00"
+_SHARED_ID = re.compile(r'"shared_object_id": (\d+)')
+
+
+def normalise_keras_archive(path: Path) -> None:
+    """Rewrite a ``.keras`` zip in place with fixed dates and shared-object ids numbered
+    in order of appearance (loading only matches equal ids, so sharing is kept)."""
+    with zipfile.ZipFile(path) as archive:
+        members = [(info, archive.read(info)) for info in archive.infolist()]
+    numbers: dict[str, str] = {}
+
+    def renumber(match: re.Match) -> str:
+        number = numbers.setdefault(match.group(1), str(len(numbers) + 1))
+        return f'"shared_object_id": {number}'
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for info, data in members:
+            if info.filename == "metadata.json":
+                metadata = json.loads(data)
+                metadata["date_saved"] = KERAS_FIXED_DATE
+                data = json.dumps(metadata).encode()
+            elif info.filename == "config.json":
+                data = _SHARED_ID.sub(renumber, data.decode()).encode()
+            fixed = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
+            fixed.compress_type = info.compress_type
+            fixed.external_attr = info.external_attr
+            archive.writestr(fixed, data)
 
 
 def _throughput(clips: int, epochs: int, seconds: float) -> float | None:
