@@ -17,10 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+from train_benchmark import epoch_seconds  # benchmarks/ is the script's folder
 
 from rbcflow.provenance import hardware, package_versions
 
@@ -59,18 +59,9 @@ def train_once(name: str, data, epochs: int, batch: int, gpu: bool, mixed: bool)
     else:
         model = build_model(name, shape)
     compile_model(model, 1e-3)
-    seconds: list[float] = []
-
-    class Timer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            seconds.append(time.perf_counter() - self.start)
-
     # the first epoch traces and compiles: one more than timed
-    model.fit(train_x, train_y, batch_size=batch, epochs=epochs + 1, shuffle=False,
-              verbose=0, callbacks=[Timer()])
+    train = tf.data.Dataset.from_tensor_slices((train_x, train_y)).batch(batch)
+    seconds = epoch_seconds(model, train, epochs + 1)
     probabilities = np.asarray(model.predict(val_x, batch_size=batch, verbose=0), np.float32)
     row = {
         "model": name,
