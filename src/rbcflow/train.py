@@ -118,9 +118,14 @@ def fit_model(
         monitor="val_loss", patience=patience, restore_best_weights=True,
         start_from_epoch=min_epochs,
     )
+    # one line per epoch in the job's log: a long training shows its progress, and an
+    # interrupted one how far it came
+    progress = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: log.info(
+        "epoch %d/%d: %s", epoch + 1, epochs,
+        ", ".join(f"{key} {float(value):.4g}" for key, value in sorted((logs or {}).items()))))
     start = time.perf_counter()
     result = model.fit(
-        train_data, validation_data=validation_data, epochs=epochs, callbacks=[stop],
+        train_data, validation_data=validation_data, epochs=epochs, callbacks=[stop, progress],
         shuffle=False, verbose=0,  # the dataset shuffles itself, seeded per epoch
     )
     seconds = time.perf_counter() - start
