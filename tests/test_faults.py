@@ -24,7 +24,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import psutil
 import pytest
+from conftest import TINY_SEED
 from project_copy import make_project, project_env
 
 pytestmark = pytest.mark.slow
@@ -423,15 +425,21 @@ def snakemake(project: Path, *args: str, timeout: int = 600) -> subprocess.Compl
                           timeout=timeout)
 
 
+def _write_sheet(folder: Path, rows: list[dict]) -> Path:
+    """``folder/samples.tsv`` holding the simulator's sheet rows (paths relative to it)."""
+    columns = list(rows[0])
+    sheet = folder / "samples.tsv"
+    sheet.write_text("\n".join("\t".join(str(r[c]) for c in columns)
+                               for r in [dict(zip(columns, columns, strict=True)), *rows]) + "\n")
+    return sheet
+
+
 @pytest.fixture(scope="module")
 def workflow_project(tiny_recordings, tmp_path_factory) -> tuple[Path, dict[str, str]]:
     """A project copy whose sheet holds the three tiny recordings (one job each), and the
     files of its uninterrupted ``preprocess_all``."""
     folder, rows = tiny_recordings
-    columns = list(rows[0])
-    sheet = folder / "samples.tsv"
-    sheet.write_text("\n".join("\t".join(str(r[c]) for c in columns)
-                               for r in [dict(zip(columns, columns, strict=True)), *rows]) + "\n")
+    sheet = _write_sheet(folder, rows)
     root = tmp_path_factory.mktemp("faults") / "project"
     root.mkdir()
     # three recordings of one donor: no task could be split, which the study check
@@ -526,3 +534,128 @@ def test_nested_config_values_from_the_command_line_are_typed(workflow_project):
                         'train={"epochs": "many"}')
     assert refused.returncode != 0
     assert "train/epochs: 'many' is not of type 'integer'" in refused.stderr + refused.stdout
+
+
+# --- interrupted training ---------------------------------------------------------------
+
+# Native and DA continuous recordings of three donors: a one-task project that the
+# donor-grouped split can cut 1 / 1 / 1 (about 55 clips); 3 epochs of 2-3 s each.
+TRAINING_RECORDINGS = tuple(f"D0{donor}_{condition}_in_c1" for donor in (1, 2, 3)
+                            for condition in ("native", "DA"))
+TRAINING = {
+    "tasks": [{"name": "DA", "negative": ["native"], "positive": ["DA"]}],
+    "train": {"epochs": 3, "patience": 2, "min_epochs": 0},
+    "evaluate": {"ablations": False},
+}
+MODEL_FOLDER = Path("results/models/DA")
+TRAIN_OUTPUTS = ("model.keras", "history.csv", "train_summary.json")
+# the training job's outputs (train_all would add the evaluation, which no case interrupts)
+TRAINED = str(MODEL_FOLDER / "model.keras")
+
+
+@pytest.fixture(scope="module")
+def training_project(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """A project copy preprocessed and split for one task, and the files of its model
+    folder after an uninterrupted training; the folder is removed again, so each case
+    starts at the training job."""
+    from rbcflow.simulate.scenario import plan_dataset, write_video
+
+    folder = tmp_path_factory.mktemp("training_recordings")
+    specs = {spec.sample: spec for spec in plan_dataset("tiny", seed=TINY_SEED)}
+    rows = [write_video(specs[name], TINY_SEED, folder, "avi_raw")["row"]
+            for name in TRAINING_RECORDINGS]
+    root = tmp_path_factory.mktemp("training") / "project"
+    root.mkdir()
+    project = make_project(root, {"samples": str(_write_sheet(folder, rows)), **TRAINING})
+    result = snakemake(project, TRAINED)
+    assert result.returncode == 0, result.stderr[-4000:]
+    reference = files_under(project / MODEL_FOLDER)
+    assert sorted(reference) == sorted(TRAIN_OUTPUTS)
+    shutil.rmtree(project / MODEL_FOLDER)
+    return project, reference
+
+
+def _training_job(run: subprocess.Popen, log: Path, timeout: float = 300) -> list:
+    """The processes of the run's ``train_model`` job, once its log shows a finished
+    epoch (so the interrupt comes inside ``model.fit``, with epochs still to go)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and run.poll() is None:
+        if log.exists() and " epoch 1/" in log.read_text():
+            break
+        time.sleep(0.05)
+    assert run.poll() is None, "the run ended before its training could be interrupted"
+    assert " epoch 1/" in log.read_text(), f"no epoch in {log} after {timeout} s"
+    processes = psutil.Process(run.pid).children(recursive=True)
+    job = [p for p in processes if any("train_model" in part for part in p.cmdline())]
+    assert job, [p.cmdline() for p in processes]
+    return processes
+
+
+def _interrupt_training(project: Path, sig: int, stderr: Path) -> subprocess.CompletedProcess:
+    """Start the training; once its training job has run an epoch, send ``sig`` to the
+    whole run (for SIGKILL also to each of its processes: a job outside the process
+    group would train on). Nothing of the run is left running afterwards, pass or fail."""
+    shutil.rmtree(project / MODEL_FOLDER, ignore_errors=True)
+    shutil.rmtree(project / "logs" / "train_model", ignore_errors=True)
+    processes = []
+    with open(stderr, "w") as errors_file:
+        run = subprocess.Popen([str(BIN / "snakemake"), "--cores", "1", TRAINED],
+                               cwd=project, env=project_env(project),
+                               stdout=subprocess.DEVNULL, stderr=errors_file,
+                               start_new_session=True)
+        try:
+            processes = _training_job(run, project / "logs" / "train_model" / "DA.log")
+            os.killpg(run.pid, sig)
+            if sig == signal.SIGKILL:
+                for process in processes:
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        process.kill()
+            run.wait(timeout=120)
+            _, alive = psutil.wait_procs(processes, timeout=60)
+            assert alive == [], [p.cmdline() for p in alive]
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(run.pid, signal.SIGKILL)
+            for process in processes:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.kill()
+            run.wait(timeout=60)
+    return subprocess.CompletedProcess(run.args, run.returncode, "", stderr.read_text())
+
+
+def _assert_nothing_trained(project: Path) -> None:
+    """No model, history or summary (whole or partial) where the interrupted job left."""
+    left = files_under(project / MODEL_FOLDER)
+    assert not set(left) & set(TRAIN_OUTPUTS), left
+    assert leftovers(project / "results") == []
+
+
+def test_sigint_during_training_then_rerun_gives_the_same_model(training_project, tmp_path):
+    project, reference = training_project
+    interrupted = _interrupt_training(project, signal.SIGINT, tmp_path / "stderr.txt")
+    assert interrupted.returncode != 0, interrupted.stderr[-3000:]
+    _assert_nothing_trained(project)
+    assert not any((project / ".snakemake" / "locks").glob("*.lock"))  # released
+    rerun = snakemake(project, "--rerun-incomplete", TRAINED)
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    assert "rule train_model:" in rerun.stdout + rerun.stderr
+    assert "rule split_task:" not in rerun.stdout + rerun.stderr  # only what was interrupted
+    assert files_under(project / MODEL_FOLDER) == reference
+
+
+def test_sigkill_during_training_then_unlock_and_rerun_incomplete_gives_the_same_model(
+        training_project, tmp_path):
+    project, reference = training_project
+    killed = _interrupt_training(project, signal.SIGKILL, tmp_path / "stderr.txt")
+    assert killed.returncode == -signal.SIGKILL
+    _assert_nothing_trained(project)
+    refused = snakemake(project, TRAINED)
+    assert refused.returncode != 0, refused.stderr[-3000:]
+    assert "--unlock" in refused.stderr or "--rerun-incomplete" in refused.stderr
+    unlocked = snakemake(project, "--unlock", TRAINED)
+    assert unlocked.returncode == 0, unlocked.stderr[-3000:]
+    recovered = snakemake(project, "--rerun-incomplete", TRAINED)
+    assert recovered.returncode == 0, recovered.stderr[-4000:]
+    assert "rule split_task:" not in recovered.stdout + recovered.stderr
+    assert files_under(project / MODEL_FOLDER) == reference
+    assert leftovers(project / "results") == []
