@@ -30,6 +30,10 @@ Every measured step runs in a fresh child process, so each peak RSS is its own. 
 go to ``benchmarks/results/preprocess_benchmark.{json,md}``.
 
     python benchmarks/preprocess_benchmark.py --frames 3000 [--long] [--workdir DIR]
+
+``--only-chain`` measures only what the throughput target compares, to iterate on the
+per-frame code: on the uncompressed AVI, decode (ours and FFmpeg's) and the single pass,
+``--best-of`` times each in one process (no other formats, stages or baselines).
 """
 
 from __future__ import annotations
@@ -123,11 +127,13 @@ def _recording_params(row: dict):
     return params, info
 
 
-def child_best(video: str, outdir: str, row_json: str, repeats: int) -> dict:
+def child_best(video: str, outdir: str, row_json: str, repeats: int,
+               only_chain: bool = False) -> dict:
     """Every stage ``repeats`` times in this one process, CPU seconds of each run
     (``time.process_time``): decode (ours and FFmpeg's), the track pass, the clip pass
     and the single pass (also split into its per-frame stream and its once-per-recording
-    finish), on one background built beforehand."""
+    finish), on one background built beforehand; ``only_chain``: no track and clip
+    passes."""
     from rbcflow.background import build_background, load_background, save_background
     from rbcflow.clips import cut_clips
     from rbcflow.io.video import open_video
@@ -163,6 +169,8 @@ def child_best(video: str, outdir: str, row_json: str, repeats: int) -> dict:
 
     stages = {"decode": decode, "ffmpeg_decode": lambda: _ffmpeg_decode(video),
               "track": track, "clips": clips, "single_pass": single}
+    if only_chain:
+        del stages["track"], stages["clips"]
     runs.update({name: [] for name in stages})
     for _ in range(int(repeats)):
         for name, stage in stages.items():  # interleaved: load drifts hit every stage
@@ -328,11 +336,27 @@ def finish_child(proc: subprocess.Popen) -> dict:
 
 # --- the benchmark ------------------------------------------------------------------------
 
+def only_chain_benchmark(workdir: Path, n_frames: int, best_of: int) -> dict:
+    """Decode and single pass only, on the uncompressed AVI (``--only-chain``)."""
+    results: dict = {"frames": n_frames, "only_chain": True, "machine": _machine(),
+                     "formats": {}}
+    row = simulate_recording(workdir / "avi_raw", "bench", "zigzag", n_frames, "avi_raw")
+    (workdir / "best").mkdir(exist_ok=True)
+    results["best_of"] = _derive_best(run_child("best", row["path"], workdir / "best",
+                                                json.dumps(row), best_of, 1))
+    print("best of", best_of, json.dumps(results["best_of"]["summary"]), flush=True)
+    results["machine"]["loadavg_end"] = os.getloadavg()
+    return results
+
+
+def _machine() -> dict:
+    return {"python": platform.python_version(), "processor": platform.processor(),
+            "cpu_count": os.cpu_count(), "loadavg_start": os.getloadavg()}
+
+
 def benchmark(workdir: Path, n_frames: int, trackpy_frames: int, long_run: bool,
               long_frames: int, best_of: int = 5) -> dict:
-    results: dict = {"frames": n_frames, "machine": {
-        "python": platform.python_version(), "processor": platform.processor(),
-        "cpu_count": os.cpu_count(), "loadavg_start": os.getloadavg()}, "formats": {}}
+    results: dict = {"frames": n_frames, "machine": _machine(), "formats": {}}
     rows = {}
     for fmt in FORMATS:
         t = time.perf_counter()
@@ -397,7 +421,6 @@ def benchmark(workdir: Path, n_frames: int, trackpy_frames: int, long_run: bool,
 def _derive_best(entry: dict) -> dict:
     best, n = entry["best_cpu_s"], entry["frames"]
     median = entry["median_cpu_s"]
-    two = best["track"] + best["clips"]
     entry["summary"] = {
         "us_per_frame": {k: round(v / n * 1e6, 1) for k, v in best.items()},
         "median_us_per_frame": {k: round(v / n * 1e6, 1) for k, v in median.items()},
@@ -408,10 +431,15 @@ def _derive_best(entry: dict) -> dict:
         "stream_cpu_fps": round(n / best["single_pass_stream"]),
         "stream_median_cpu_fps": round(n / median["single_pass_stream"]),
         "finish_ms": round(median["single_pass_finish"] * 1e3, 1),
-        "two_pass_cpu_fps": round(n / two),
         "single_over_ffmpeg_decode": round(best["ffmpeg_decode"] / best["single_pass"], 3),
-        "two_pass_over_ffmpeg_decode": round(best["ffmpeg_decode"] / two, 3),
+        "single_over_ffmpeg_decode_median": round(
+            median["ffmpeg_decode"] / median["single_pass"], 3),
     }
+    if "track" in best:
+        two = best["track"] + best["clips"]
+        entry["summary"].update(two_pass_cpu_fps=round(n / two),
+                                two_pass_over_ffmpeg_decode=round(best["ffmpeg_decode"] / two,
+                                                                  3))
     return entry
 
 
@@ -494,7 +522,8 @@ def write_markdown(results: dict, path: Path) -> None:
                   f"two passes {s['two_pass_cpu_fps']} "
                   f"f/cpu-s, decode {s['decode_cpu_fps']} f/cpu-s (FFmpeg "
                   f"{s['ffmpeg_decode_cpu_fps']}); single pass / FFmpeg decode "
-                  f"{s['single_over_ffmpeg_decode']}, two passes / FFmpeg decode "
+                  f"{s['single_over_ffmpeg_decode']} (medians: "
+                  f"{s['single_over_ffmpeg_decode_median']}), two passes / FFmpeg decode "
                   f"{s['two_pass_over_ffmpeg_decode']} (load average "
                   f"{results['best_of']['loadavg']})."]
     two = results["two_samples"]
@@ -511,6 +540,25 @@ def write_markdown(results: dict, path: Path) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def write_chain_markdown(results: dict, path: Path) -> None:
+    """The ``--only-chain`` results: the single pass beside FFmpeg's decode of the file."""
+    best = results["best_of"]
+    s = best["summary"]
+    lines = [f"# Single pass against FFmpeg decode ({results['frames']} frames, 800 x 132 "
+             f"uncompressed AVI, one core, {best['repeats']} runs of each in one process)",
+             "", "| CPU us per frame | best | median |", "| --- | --- | --- |"]
+    for name in ("ffmpeg_decode", "decode", "single_pass", "single_pass_stream",
+                 "single_pass_finish"):
+        lines.append(f"| {name} | {s['us_per_frame'][name]} | "
+                     f"{s['median_us_per_frame'][name]} |")
+    lines += ["", f"Single pass / FFmpeg decode: {s['single_over_ffmpeg_decode']} (best of "
+              f"{best['repeats']}), {s['single_over_ffmpeg_decode_median']} (medians); "
+              f"single pass {s['single_pass_cpu_fps']} f/cpu-s, FFmpeg decode "
+              f"{s['ffmpeg_decode_cpu_fps']} f/cpu-s. Load average {best['loadavg']} at the "
+              f"end of the runs.", "", f"Machine: {results['machine']}"]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--child":
         import cv2
@@ -520,7 +568,7 @@ def main() -> None:
         if step in ("trackpy",):
             args = [args[0], args[1], int(args[2]), args[3]]
         if step == "best":
-            args = [args[0], args[1], args[2], int(args[3])]
+            args = [args[0], args[1], args[2], int(args[3]), *(bool(int(a)) for a in args[4:])]
         result = CHILDREN[step](*args)
         result["peak_rss_self_mb"] = _peak_rss_mb()
         print(json.dumps(result))
@@ -537,8 +585,19 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where recordings are simulated (default: a temporary folder)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--only-chain", action="store_true",
+                        help="only decode and the single pass on the raw AVI, --best-of times "
+                             "(written to preprocess_benchmark_chain.{json,md})")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.only_chain:
+        with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+            results = only_chain_benchmark(Path(tmp), args.frames, max(args.best_of, 1))
+        (args.out / "preprocess_benchmark_chain.json").write_text(json.dumps(results,
+                                                                             indent=2))
+        write_chain_markdown(results, args.out / "preprocess_benchmark_chain.md")
+        print(f"wrote {args.out / 'preprocess_benchmark_chain.md'}")
+        return
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         results = benchmark(Path(tmp), args.frames, args.trackpy_frames, args.long,
                             args.long_frames, args.best_of)

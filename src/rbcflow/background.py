@@ -128,6 +128,8 @@ class BackgroundModel:
 
     def index_at(self, frame_index: int) -> int:
         """Which image applies to ``frame_index``."""
+        if len(self.start_frames) == 1:  # one image: asked once per frame, answered at once
+            return 0
         k = int(np.searchsorted(self.start_frames, frame_index, side="right")) - 1
         return max(k, 0)
 

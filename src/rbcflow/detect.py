@@ -91,6 +91,10 @@ class Band(NamedTuple):
     lower: np.ndarray
     upper: np.ndarray
     span: np.ndarray | None = None
+    #: For a one-sided band (polarity ``dark`` or ``bright``): the bound a frame is
+    #: compared with and the ``cv2.CMP_*`` that marks the foreground, ``f < lower``
+    #: (dark) or ``f > upper`` (bright): one pass over the frame, no subtraction.
+    one_sided: tuple[np.ndarray, int] | None = None
 
 
 def smooth(frame: np.ndarray, sigma: float) -> np.ndarray:
@@ -144,12 +148,16 @@ def background_band(background: np.ndarray, params: DetectParams) -> Band:
         lower[:] = 0
     # an empty band (possible for thresholds below 0.5) has no span: inRange handles it
     span = cv2.subtract(upper, lower) if bool(np.all(lower <= upper)) else None
-    return Band(lower, upper, span)
+    one_sided = {"dark": (lower, cv2.CMP_LT), "bright": (upper, cv2.CMP_GT)}.get(params.polarity)
+    return Band(lower, upper, span, one_sided)
 
 
 def band_mask(frame: np.ndarray, band: Band, blur_sigma: float = 0.0) -> np.ndarray:
     """Raw foreground mask (uint8 0/255, holes not filled) of a frame against a band."""
     frame = smooth(frame, blur_sigma)
+    if band.one_sided is not None:
+        bound, op = band.one_sided
+        return cv2.compare(frame, bound, op)
     if band.span is None:
         return cv2.bitwise_not(cv2.inRange(frame, band.lower, band.upper))
     offset = np.subtract(frame, band.lower)  # uint8: wraps modulo 256
