@@ -518,3 +518,14 @@ def test_cross_validated_rows_show_mean_and_sd_over_folds():
     plain = {"DA": {**metrics["DA"], "test": {"macro_f1": 0.79}}}
     assert "Test (%) over folds, mean ± sd" not in tables.table1_display(
         tables.table1_rounded(tables.table1_exact(plain))).columns
+
+
+def test_confusion_matrix_figure_of_a_four_class_task_names_its_classes():
+    metrics = {"Treatment": {
+        "classes": [{"name": n, "conditions": [n]} for n in ("native", "DA", "FA", "GA")],
+        "test": {"confusion_matrix": (np.eye(4, dtype=int) * 5 + 1).tolist()}}}
+    figure = fig.confusion_matrices_figure(metrics)
+    ax = figure.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["native", "DA", "FA", "GA"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["native", "DA", "FA", "GA"]
+    assert sum(t.get_text().startswith("6\n") for t in ax.texts) == 4  # the diagonal
