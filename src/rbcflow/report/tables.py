@@ -103,14 +103,17 @@ def _interval(values: object) -> tuple[float | None, float | None]:
 
 
 def _multiclass_fields(metrics: Mapping) -> dict:
-    """The class names, the intervals of balanced accuracy and macro-F1, and per class
-    the recall with its interval (``{class: {recall, ci95_low, ci95_high}}``), of a task
-    with more than two classes; nothing for two classes."""
+    """For a task with a class list, the class names; with more than two classes also the
+    intervals of balanced accuracy and macro-F1, and per class the recall with its
+    interval (``{class: {recall, ci95_low, ci95_high}}``). Nothing for ``negative`` /
+    ``positive`` tasks."""
     classes = metrics.get("classes") or []
-    if len(classes) <= 2:
+    if not classes:
         return {}
-    test = metrics.get("test") or {}
     fields = {"classes": " / ".join(str(c["name"]) for c in classes)}
+    if len(classes) == 2:  # a two-class task written as a class list
+        return fields
+    test = metrics.get("test") or {}
     for name in ("balanced_accuracy", "macro_f1"):
         low, high = _interval(test.get(f"{name}_ci95"))
         fields[f"test_{name}_ci95_low"], fields[f"test_{name}_ci95_high"] = low, high
@@ -131,12 +134,12 @@ def per_class_recall_text(per_class: object) -> str | None:
     """``native 80.0 (60.0–90.0); DA ...``: recall and 95 % interval in percent."""
     if not isinstance(per_class, Mapping) or not per_class:
         return None
-    return "; ".join(
-        f"{name} {_fmt(_pct(v.get('recall')), PERCENT_DECIMALS)} "
-        f"({_fmt(_pct(v.get('ci95_low')), PERCENT_DECIMALS)}–"
-        f"{_fmt(_pct(v.get('ci95_high')), PERCENT_DECIMALS)})"
-        for name, v in per_class.items()
-    )
+    texts = []
+    for name, v in per_class.items():
+        low, high = (_fmt(_pct(v.get(k)), PERCENT_DECIMALS) for k in ("ci95_low", "ci95_high"))
+        interval = "–" if low == "–" else f"{low}–{high}"
+        texts.append(f"{name} {_fmt(_pct(v.get('recall')), PERCENT_DECIMALS)} ({interval})")
+    return "; ".join(texts)
 
 
 def _pct(value: object) -> float | None:
