@@ -96,7 +96,8 @@ def predict_probabilities(
 
 
 def probability_columns(class_names: Sequence[str]) -> list[str]:
-    """``p_<class>`` for each class; two-class predictions keep only ``p_positive``."""
+    """``p_<class>`` for each class (a two-class ``predictions.tsv`` keeps ``p_positive``
+    only: ``prediction_columns``)."""
     return [f"p_{name}" for name in class_names]
 
 
