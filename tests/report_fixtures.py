@@ -22,12 +22,13 @@ from sklearn.metrics import (
     balanced_accuracy_score,
     confusion_matrix,
     f1_score,
+    recall_score,
     roc_auc_score,
     roc_curve,
 )
 
 from rbcflow.clipstore import write_clip_file
-from rbcflow.config import load_config, load_sample_sheet
+from rbcflow.config import load_config, load_sample_sheet, task_label_map
 from rbcflow.layout import output_paths
 from rbcflow.params import resolve_chain_params
 from rbcflow.report import ReportInputs
@@ -115,14 +116,14 @@ def _clip(condition_index: int, rng: np.random.Generator, t: int = 8, size: int 
     return np.clip(clip, 0, 255).astype(np.uint8)
 
 
-def _metrics(task: dict, split: pd.DataFrame, predictions: pd.DataFrame,
-             rng: np.random.Generator) -> dict:
+def _metrics_without_roc(task: dict, split: pd.DataFrame, predictions: pd.DataFrame,
+                         rng: np.random.Generator) -> dict:
+    """The metrics every task has: accuracies, donor-bootstrap interval, counts, ..."""
     accuracy = {
         s: float(accuracy_score(g["label"], g["predicted"]))
         for s, g in predictions.groupby("split")
     }
     test = predictions[predictions["split"] == "test"]
-    fpr, tpr, _ = roc_curve(test["label"], test["p_positive"])
     boot = []
     for _ in range(200):
         donors = rng.choice(test["donor"].unique(), size=test["donor"].nunique())
@@ -135,16 +136,9 @@ def _metrics(task: dict, split: pd.DataFrame, predictions: pd.DataFrame,
     ]
     return {
         "task": task["name"], "model": "r2plus1d",
-        "negative": task["negative"], "positive": task["positive"],
         "accuracy": {s: accuracy[s] for s in ("train", "validation", "test")},
         "test": {
-            "balanced_accuracy": float(balanced_accuracy_score(test["label"],
-                                                               test["predicted"])),
-            "macro_f1": float(f1_score(test["label"], test["predicted"], average="macro")),
-            "roc_auc": float(roc_auc_score(test["label"], test["p_positive"])),
             "accuracy_ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
-            "confusion_matrix": confusion_matrix(test["label"], test["predicted"]).tolist(),
-            "roc_curve": {"fpr": fpr.tolist(), "tpr": tpr.tolist()},
         },
         "counts": {
             s: {"donors": int(g["donor"].nunique()), "clips": int(len(g))}
@@ -157,6 +151,24 @@ def _metrics(task: dict, split: pd.DataFrame, predictions: pd.DataFrame,
         },
         "training": {"epochs_run": 12, "best_epoch": 9, "seconds": 3.5},
     }
+
+
+def _metrics(task: dict, split: pd.DataFrame, predictions: pd.DataFrame,
+             rng: np.random.Generator) -> dict:
+    test = predictions[predictions["split"] == "test"]
+    fpr, tpr, _ = roc_curve(test["label"], test["p_positive"])
+    metrics = _metrics_without_roc(task, split, predictions, rng)
+    metrics = {"task": metrics["task"], "model": metrics["model"],
+               "negative": task["negative"], "positive": task["positive"], **metrics}
+    metrics["test"] = {
+        "balanced_accuracy": float(balanced_accuracy_score(test["label"], test["predicted"])),
+        "macro_f1": float(f1_score(test["label"], test["predicted"], average="macro")),
+        "roc_auc": float(roc_auc_score(test["label"], test["p_positive"])),
+        **metrics["test"],
+        "confusion_matrix": confusion_matrix(test["label"], test["predicted"]).tolist(),
+        "roc_curve": {"fpr": fpr.tolist(), "tpr": tpr.tolist()},
+    }
+    return metrics
 
 
 def batch_of(donor: str) -> str:
@@ -350,11 +362,48 @@ def saliency_outputs(path: Path, examples: pd.DataFrame, rng: np.random.Generato
     }
 
 
+#: A task with more than two classes, added to the config by ``make_results(multiclass=True)``.
+MULTICLASS_TASK = {"name": "Treatment", "classes": [
+    {"name": c, "conditions": [c]} for c in ("native", "DA", "FA", "GA")]}
+
+
+def _multiclass_predictions(split: pd.DataFrame, task: dict, rng: np.random.Generator
+                            ) -> tuple[pd.DataFrame, dict]:
+    """Seeded softmax outputs leaning towards the true class; predictions and metrics."""
+    from rbcflow.evaluate import donor_bootstrap_class_metrics
+
+    names = [c["name"] for c in task["classes"]]
+    labels = split["label"].to_numpy()
+    logits = 1.6 * np.eye(len(names))[labels] + rng.normal(0, 0.9, (len(split), len(names)))
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    predictions = pd.DataFrame({
+        "clip_id": split["clip_id"], "donor": split["donor"], "split": split["split"],
+        "label": labels,
+        **{f"p_{n}": probabilities[:, k] for k, n in enumerate(names)},
+        "predicted": probabilities.argmax(axis=1),
+    })
+    test = predictions[predictions["split"] == "test"]
+    classes = list(range(len(names)))
+    y, p = test["label"], test["predicted"]
+    test_metrics = {
+        "balanced_accuracy": float(balanced_accuracy_score(y, p)),
+        "macro_f1": float(f1_score(y, p, average="macro", labels=classes)),
+        "per_class_recall": recall_score(y, p, labels=classes, average=None).tolist(),
+        "roc_auc": float(roc_auc_score(y, test[[f"p_{n}" for n in names]].to_numpy(),
+                                       multi_class="ovr")),
+        "roc_auc_average": "macro one-vs-rest",
+        "confusion_matrix": confusion_matrix(y, p, labels=classes).tolist(),
+        **donor_bootstrap_class_metrics(y.to_numpy(), p.to_numpy(), test["donor"].to_numpy(),
+                                        len(names), n_boot=200, seed=3),
+    }
+    return predictions, test_metrics
+
+
 def _task_outputs(results: Path, task: dict, clips: pd.DataFrame,
                   rng: np.random.Generator) -> None:
     """A task's split, audit, predictions, metrics and history."""
     name = task["name"]
-    labels = {c: 0 for c in task["negative"]} | {c: 1 for c in task["positive"]}
+    labels = task_label_map(task)
     split = clips[clips["condition"].isin(labels)].copy()
     split["label"] = split["condition"].map(labels)
     split["split"] = split["donor"].map(DONOR_SPLIT)
@@ -368,18 +417,29 @@ def _task_outputs(results: Path, task: dict, clips: pd.DataFrame,
         "donors": {s: sorted(g["donor"].unique()) for s, g in split.groupby("split")},
         "shared_donors": [],
     }))
-    noise = rng.normal(0, 0.22, len(split))
-    p = np.clip(0.5 + (split["label"].to_numpy() - 0.5) * 0.7 + noise, 0.001, 0.999)
-    predictions = pd.DataFrame({
-        "clip_id": split["clip_id"], "donor": split["donor"], "split": split["split"],
-        "label": split["label"], "p_positive": p, "predicted": (p >= 0.5).astype(int),
-    })
+    if "classes" in task:
+        predictions, multiclass = _multiclass_predictions(split, task, rng)
+    else:
+        noise = rng.normal(0, 0.22, len(split))
+        p = np.clip(0.5 + (split["label"].to_numpy() - 0.5) * 0.7 + noise, 0.001, 0.999)
+        predictions = pd.DataFrame({
+            "clip_id": split["clip_id"], "donor": split["donor"], "split": split["split"],
+            "label": split["label"], "p_positive": p, "predicted": (p >= 0.5).astype(int),
+        })
     folder = results / "models" / name
     folder.mkdir(parents=True)
     predictions.to_csv(folder / "predictions.tsv", sep="\t", index=False)
-    metrics = _metrics(task, split, predictions, rng)
+    if "classes" in task:
+        metrics = _metrics_without_roc(task, split, predictions, rng) | {
+            "classes": task["classes"]}
+        metrics["test"].update(multiclass)
+    else:
+        metrics = _metrics(task, split, predictions, rng)
     metrics["saliency"] = saliency_outputs(folder / "saliency.npy", _test_examples(split),
                                            rng)
+    if "classes" in task:  # examples name the predicted class, as evaluate writes them
+        for example in metrics["saliency"]["examples"]:
+            example["predicted"], example["p_predicted"] = 1, example.pop("p_positive")
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
     epochs = np.arange(1, 13)
     pd.DataFrame({
@@ -391,18 +451,23 @@ def _task_outputs(results: Path, task: dict, clips: pd.DataFrame,
     }).to_csv(folder / "history.csv", index=False)
 
 
-def make_results(root: Path, seed: int = 3, benchmarks: bool = True) -> dict:
+def make_results(root: Path, seed: int = 3, benchmarks: bool = True,
+                 multiclass: bool = False) -> dict:
     """Write a sample sheet, a video, truth tables and every stage's outputs under ``root``.
 
     Returns ``results``, ``config``, ``sheet`` (validated), ``inputs`` (the
     :class:`ReportInputs` of the results folder, found by its layout), ``lock_file``,
     ``logs`` (the jobs' benchmark files, with ``benchmarks``) and ``expected`` (the
-    counts the report must show: detections, kept tracks and clips per sample).
+    counts the report must show: detections, kept tracks and clips per sample). With
+    ``multiclass`` the config's tasks end with ``MULTICLASS_TASK``.
     """
     rng = np.random.default_rng(seed)
     root = Path(root)
     results = root / "results"
-    config = load_config(overrides={"seed": seed, "results": str(results)})
+    overrides = {"seed": seed, "results": str(results)}
+    if multiclass:
+        overrides["tasks"] = [*load_config()["tasks"], MULTICLASS_TASK]
+    config = load_config(overrides=overrides)
     (root / "videos").mkdir(parents=True)
     (root / "truth").mkdir()
     rows, expected, clip_tables = _recordings(root, results, config, rng)

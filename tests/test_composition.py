@@ -122,3 +122,45 @@ def test_correctable_tells_an_informative_confusion_from_one_that_is_not():
     assert not correctable(np.array([[0, 9], [1, 8]]))  # worse than chance on its test set
     assert not correctable(np.array([[10, 0], [0, 0]]))  # no positive test clip
     assert correctable(np.eye(3) * 10 + 1)
+
+
+#: P(predicted j | true i) of a four-class classifier that confuses neighbouring classes.
+FOUR_CLASS_RATES = np.array([[0.80, 0.10, 0.06, 0.04],
+                             [0.12, 0.70, 0.12, 0.06],
+                             [0.05, 0.15, 0.72, 0.08],
+                             [0.03, 0.07, 0.10, 0.80]])
+
+
+def _four_class_trial(rng, truth, n_cells=400, n_test=120):
+    """Cells of a sample with composition ``truth`` and a test set of ``n_test`` clips per
+    class, both classified with ``FOUR_CLASS_RATES``; (predicted cells, test confusion)."""
+    true = rng.choice(4, size=n_cells, p=truth)
+    predicted = np.array([rng.choice(4, p=FOUR_CLASS_RATES[t]) for t in true])
+    confusion = np.stack([rng.multinomial(n_test, row) for row in FOUR_CLASS_RATES])
+    return predicted, confusion
+
+
+def test_inverse_confusion_corrects_a_four_class_sample_of_known_composition():
+    truth = np.array([0.55, 0.25, 0.15, 0.05])
+    rng = np.random.default_rng(4)
+    predicted, confusion = _four_class_trial(rng, truth, n_cells=2000, n_test=400)
+    result = bootstrap_composition(predicted, confusion, n_boot=500, seed=1)
+    # the raw shares are pulled towards the classes the classifier confuses them with
+    assert result.observed[0] < truth[0] - 0.05 and result.observed[3] > truth[3] + 0.02
+    assert np.all(np.abs(result.adjusted - truth) < 0.04), result.adjusted
+    assert result.adjusted.sum() == pytest.approx(1.0)
+    assert np.all((result.adjusted_low <= truth) & (truth <= result.adjusted_high))
+    assert not np.all((result.observed_low <= truth) & (truth <= result.observed_high))
+
+
+def test_four_class_interval_covers_the_truth_about_95_percent_of_the_time():
+    """Coverage of each class's interval over simulated samples and test sets, for a
+    composition with one rare class (where clipping at 0 matters)."""
+    truth = np.array([0.6, 0.2, 0.15, 0.05])
+    rng = np.random.default_rng(12)
+    trials, covered = 60, np.zeros(4)
+    for trial in range(trials):
+        predicted, confusion = _four_class_trial(rng, truth)
+        result = bootstrap_composition(predicted, confusion, n_boot=300, seed=trial)
+        covered += (result.adjusted_low <= truth) & (truth <= result.adjusted_high)
+    assert np.all(covered / trials >= 0.85), covered / trials

@@ -14,6 +14,8 @@ from rbcflow.config import (
     load_config,
     load_sample_sheet,
     non_finite_numbers,
+    task_classes,
+    task_label_map,
     validate_config,
 )
 
@@ -180,3 +182,45 @@ def test_a_recording_described_on_the_command_line_is_checked_like_a_row():
         check_sample_row({**good, "focus": "side", "um_per_px": -1.0}, "cli")
     assert "focus: 'side' is not one of" in str(error.value)
     assert "um_per_px: -1.0 is less than or equal to the minimum of 0" in str(error.value)
+
+
+FOUR = {"name": "Treatment", "classes": [{"name": c, "conditions": [c]}
+                                         for c in ("native", "DA", "FA", "GA")]}
+
+
+def test_a_task_may_list_its_classes():
+    config = validate_config({"tasks": [FOUR, {"name": "DA", "negative": ["native"],
+                                               "positive": ["DA"]}]})
+    assert task_classes(config["tasks"][0]) == FOUR["classes"]
+    assert task_label_map(config["tasks"][0]) == {"native": 0, "DA": 1, "FA": 2, "GA": 3}
+    # the two-class form is the classes negative (0) and positive (1)
+    assert task_label_map(config["tasks"][1]) == {"native": 0, "DA": 1}
+    assert [c["name"] for c in task_classes(config["tasks"][1])] == ["negative", "positive"]
+
+
+@pytest.mark.parametrize(("task", "expected"), [
+    ({"name": "T", "classes": [{"name": "a", "conditions": ["native"]},
+                               {"name": "b", "conditions": ["HbS"]}]},
+     "tasks/0/classes/1/conditions: condition 'HbS' of task 'T'"),
+    ({"name": "T", "classes": [{"name": "a", "conditions": ["native", "DA"]},
+                               {"name": "b", "conditions": ["DA"]}]},
+     "conditions ['DA'] are in more than one class of task 'T'"),
+    ({"name": "T", "classes": [{"name": "a", "conditions": ["native"]},
+                               {"name": "a", "conditions": ["DA"]}]},
+     "class name 'a' of task 'T' is used more than once"),
+    ({"name": "T", "negative": ["native"], "positive": ["DA"],
+      "classes": [{"name": "a", "conditions": ["FA"]}, {"name": "b", "conditions": ["GA"]}]},
+     "task 'T' gives both classes and negative/positive"),
+    ({"name": "T"}, "task 'T' needs negative and positive, or classes"),
+    ({"name": "T", "classes": [{"name": "a", "conditions": ["native"]}]},
+     "tasks/0/classes"),
+    ({"name": "T", "classes": [{"name": "a b", "conditions": ["native"]},
+                               {"name": "c", "conditions": ["DA"]}]},
+     "tasks/0/classes/0/name"),
+    ({"name": "T", "negative": ["native"]}, "'positive' is a dependency of 'negative'"),
+], ids=["unknown-condition", "condition-in-two-classes", "duplicate-class", "both-forms",
+        "neither-form", "one-class", "unsafe-class-name", "negative-alone"])
+def test_class_list_problems_name_the_task_and_key(task, expected):
+    with pytest.raises(ConfigError) as info:
+        validate_config({"tasks": [task]})
+    assert expected in str(info.value)

@@ -7,14 +7,24 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import (
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    recall_score,
+    roc_auc_score,
+)
 from synthetic_clips import donors_with_both, make_clip_files
 
 from rbcflow.evaluate import (
     PREDICTION_COLUMNS,
     binary_metrics,
+    classification_metrics,
     donor_bootstrap_ci,
+    donor_bootstrap_class_metrics,
     evaluate_task,
     fold_metrics,
+    predicted_labels,
 )
 from rbcflow.split import split_task
 from rbcflow.train import train_task
@@ -181,3 +191,48 @@ def test_cross_validated_metrics_report_mean_and_sd_over_folds(tmp_path):
     # the pooled out-of-fold figure stays beside them
     assert metrics["accuracy"]["test"] == pytest.approx(
         np.mean(predictions["predicted"] == predictions["label"]))
+
+
+def test_multiclass_metrics_match_scikit_learn_on_a_fixed_example():
+    labels = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3])
+    predicted = np.array([0, 0, 1, 1, 1, 2, 2, 2, 2, 3, 0, 3])
+    probabilities = np.full((12, 4), 0.1)
+    probabilities[np.arange(12), predicted] = 0.7
+    m = classification_metrics(labels, probabilities)
+    assert m["accuracy"] == pytest.approx(9 / 12)
+    # by hand: recalls 2/3, 2/3, 1, 2/3
+    assert m["per_class_recall"] == pytest.approx([2 / 3, 2 / 3, 1.0, 2 / 3])
+    assert m["balanced_accuracy"] == pytest.approx(np.mean([2 / 3, 2 / 3, 1.0, 2 / 3]))
+    assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(labels, predicted))
+    assert m["macro_f1"] == pytest.approx(f1_score(labels, predicted, average="macro"))
+    assert m["per_class_recall"] == pytest.approx(
+        recall_score(labels, predicted, average=None).tolist())
+    assert m["confusion_matrix"] == confusion_matrix(labels, predicted).tolist()
+    assert m["confusion_matrix"][3] == [1, 0, 0, 2]
+    rows = probabilities / probabilities.sum(axis=1, keepdims=True)
+    assert m["roc_auc"] == pytest.approx(roc_auc_score(labels, rows, multi_class="ovr"))
+    # two classes keep the P(positive) >= 0.5 rule and the binary metrics
+    two = np.array([[0.5, 0.5], [0.8, 0.2]])
+    assert predicted_labels(two).tolist() == [1, 0]
+    assert classification_metrics(np.array([1, 0]), two) == binary_metrics(
+        np.array([1, 0]), two[:, 1])
+
+
+def test_class_metric_intervals_resample_donors_and_skip_replicates_lacking_a_class():
+    rng = np.random.default_rng(0)
+    donors = np.repeat([f"D{i}" for i in range(9)], 10)
+    labels = np.repeat(np.arange(9) % 3, 10)  # each donor one class
+    predicted = np.where(rng.random(90) < 0.7, labels, (labels + 1) % 3)
+    out = donor_bootstrap_class_metrics(labels, predicted, donors, 3, n_boot=400, seed=2)
+    again = donor_bootstrap_class_metrics(labels, predicted, donors, 3, n_boot=400, seed=2)
+    assert out == again
+    assert 0 < out["replicates_with_every_class"] < 400
+    low, high = out["balanced_accuracy_ci95"]
+    point = balanced_accuracy_score(labels, predicted)
+    assert low <= point <= high and high - low > 0.02
+    for k, (lo, hi) in enumerate(out["per_class_recall_ci95"]):
+        assert lo <= recall_score(labels, predicted, average=None)[k] <= hi
+    # one donor per class: every replicate with all classes is the whole test set
+    single = donor_bootstrap_class_metrics(np.array([0, 1, 2]), np.array([0, 1, 1]),
+                                           np.array(["a", "b", "c"]), 3, n_boot=300)
+    assert single["macro_f1_ci95"][0] == single["macro_f1_ci95"][1]

@@ -1,8 +1,8 @@
 """Proof that the numbers are honest.
 
 1. With no difference between the conditions, accuracy is at chance: under K-fold
-   cross-validation by donor (every donor tested once), 50 % lies inside the donor
-   bootstrap 95 % interval, for every task.
+   cross-validation by donor (every donor tested once), chance (50 %, a third for three
+   classes) lies inside the donor bootstrap 95 % interval, for every task.
 2. The trap: with donor signatures and labels tied to donors, a clip-level random split
    scores far above chance while the donor-grouped split does not.
 """
@@ -14,6 +14,7 @@ import pytest
 from sklearn.model_selection import train_test_split
 from synthetic_clips import donors_one_condition, donors_with_both, make_clip_files
 
+from rbcflow.config import task_classes
 from rbcflow.evaluate import evaluate_task
 from rbcflow.split import SPLIT_COLUMNS, split_task, task_clip_table
 from rbcflow.train import train_task
@@ -21,6 +22,8 @@ from rbcflow.train import train_task
 TASKS = [
     {"name": "DA", "negative": ["native"], "positive": ["DA"]},
     {"name": "Mix", "negative": ["native"], "positive": ["DA", "FA"]},
+    {"name": "Treatment", "classes": [{"name": c, "conditions": [c]}
+                                      for c in ("native", "DA", "FA")]},
 ]
 CV_PARAMS = {
     "model": "r2plus1d", "epochs": 3, "batch_size": 16, "patience": 3, "learning_rate": 0.003,
@@ -48,8 +51,13 @@ def test_no_effect_gives_chance_inside_the_donor_interval(tmp_path, task):
     low, high = metrics["test"]["accuracy_ci95"]
     print(f"{task['name']}: out-of-fold accuracy {metrics['accuracy']['test']:.3f}, "
           f"donor 95% CI [{low:.3f}, {high:.3f}]")
-    assert low <= 0.5 <= high, metrics["test"]
+    chance = 1 / len(task_classes(task))  # validation and test are balanced per class
+    assert low <= chance <= high, metrics["test"]
     assert metrics["test"]["roc_auc"] < 0.75
+    if "classes" in task:
+        assert metrics["test"]["balanced_accuracy"] < 0.6
+        low, high = metrics["test"]["balanced_accuracy_ci95"]
+        assert low <= chance <= high, metrics["test"]
 
 
 def test_clip_level_split_leaks_donor_identity_and_donor_split_does_not(tmp_path):

@@ -518,3 +518,40 @@ def test_cross_validated_rows_show_mean_and_sd_over_folds():
     plain = {"DA": {**metrics["DA"], "test": {"macro_f1": 0.79}}}
     assert "Test (%) over folds, mean ± sd" not in tables.table1_display(
         tables.table1_rounded(tables.table1_exact(plain))).columns
+
+
+def test_confusion_matrix_figure_of_a_four_class_task_names_its_classes():
+    metrics = {"Treatment": {
+        "classes": [{"name": n, "conditions": [n]} for n in ("native", "DA", "FA", "GA")],
+        "test": {"confusion_matrix": (np.eye(4, dtype=int) * 5 + 1).tolist()}}}
+    figure = fig.confusion_matrices_figure(metrics)
+    ax = figure.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["native", "DA", "FA", "GA"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["native", "DA", "FA", "GA"]
+    assert sum(t.get_text().startswith("6\n") for t in ax.texts) == 4  # the diagonal
+
+
+def test_table1_row_of_a_class_list_task():
+    classes = [{"name": n, "conditions": [n]} for n in ("native", "DA", "FA")]
+    metrics = {"task": "T", "classes": classes, "accuracy": {"test": 0.6},
+               "test": {"balanced_accuracy": 0.55, "balanced_accuracy_ci95": [0.4, 0.7],
+                        "macro_f1": 0.5, "macro_f1_ci95": [0.3, 0.65],
+                        "per_class_recall": [0.9, 0.5, 0.25],
+                        "per_class_recall_ci95": [[0.8, 1.0], [0.2, 0.7], [None, None]]}}
+    row = tables.table1_row(metrics)
+    assert row["classes"] == "native / DA / FA"
+    assert (row["test_balanced_accuracy_ci95_low"], row["test_macro_f1_ci95_high"]) == (0.4, 0.65)
+    assert row["test_per_class_recall"]["FA"] == {"recall": 0.25, "ci95_low": None,
+                                                  "ci95_high": None}
+    display = tables.table1_display(tables.table1_rounded([row]))
+    assert display.loc[0, "Classes"] == "native / DA / FA"
+    assert display.loc[0, "Per-class recall (%) (95 % CI)"] == (
+        "native 90.0 (80.0–100.0); DA 50.0 (20.0–70.0); FA 25.0 (–)")
+    assert display.loc[0, "Balanced acc. 95 % CI (%)"] == "40.0–70.0"
+    # two classes as a list: named, no per-class columns
+    two = tables.table1_row({**metrics, "classes": classes[:2]})
+    assert two["classes"] == "native / DA" and two["test_per_class_recall"] is None
+    binary = tables.table1_display(tables.table1_rounded([tables.table1_row(
+        {"task": "DA", "negative": ["native"], "positive": ["DA"]})]))
+    assert "Per-class recall (%) (95 % CI)" not in binary.columns
+    assert binary.loc[0, "Classes"] == "native vs DA"

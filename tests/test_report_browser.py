@@ -13,7 +13,7 @@ import subprocess
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
-from report_fixtures import make_results
+from report_fixtures import MULTICLASS_TASK, make_results
 
 from rbcflow.report import build_report
 
@@ -46,7 +46,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
-    data = make_results(root)
+    data = make_results(root, multiclass=True)
     index = build_report(data["config"], data["sheet"], data["inputs"],
                          data["results"] / "report")
     return {"index": index, "root": root, "results": data["results"]}
@@ -81,4 +81,21 @@ def test_dom_shows_table1(page, tmp_path):
         assert f"<td class=\"text\">{row['task']}</td>" in dom
         assert f"{100 * row['test_accuracy']:.1f}" in dom
     assert dom.count("data:image/png;base64,") >= 7
+    # the task with four classes: its row names them and shows per-class recall
+    treatment = next(row for row in table["rows"] if row["task"] == MULTICLASS_TASK["name"])
+    assert "native / DA / FA / GA" in dom
+    assert "Per-class recall (%) (95 % CI)" in dom
+    recall = treatment["test_per_class_recall"]["DA"]
+    assert f"DA {100 * recall['recall']:.1f} (" in dom
+    assert f"{100 * treatment['test_balanced_accuracy']:.1f}" in dom
     assert np.all([f'id="{a}"' in dom for a in ("table1", "pipeline", "provenance")])
+
+
+def test_confusion_matrix_figure_shows_every_task(page, tmp_path):
+    result = _run(["--dump-dom", page["index"].resolve().as_uri()], tmp_path / "profile")
+    assert "Confusion matrices (test)" in result.stdout, result.stderr[-2000:]
+    figure = page["results"] / "report" / "figures" / "confusion_matrices.png"
+    pixels = mpimg.imread(figure)[:, :, :3]
+    assert pixels.std() > 0.05  # drawn, not a placeholder
+    # five panels (four two-class tasks and the four-class one) in a 3-column grid
+    assert pixels.shape[0] > 1.2 * pixels.shape[1] / 3

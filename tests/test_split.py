@@ -182,3 +182,45 @@ def test_group_by_session_keeps_sessions_in_one_split(tmp_path):
     assert table.groupby("session")["split"].nunique().max() == 1
     assert table.groupby("donor")["split"].nunique().max() == 1
     assert np.all(table.groupby("split")["session"].nunique() >= 1)
+
+
+THREE = {"name": "Treatment", "classes": [{"name": "native", "conditions": ["native"]},
+                                          {"name": "DA", "conditions": ["DA"]},
+                                          {"name": "FA", "conditions": ["FA"]}]}
+
+
+def test_three_classes_are_balanced_in_validation_and_test(tmp_path):
+    # every donor gave 6 native, 4 DA and 5 FA clips: each split has clips to drop
+    files = [path for seed, (condition, n) in enumerate((("native", 6), ("DA", 4), ("FA", 5)))
+             for path in make_clip_files(tmp_path / "clips", {f"D{i:02d}": [condition]
+                                                              for i in range(8)},
+                                         clips_per_sample=n, seed=seed)]
+    table = _split(tmp_path, files, task=THREE)
+    assert table.groupby("donor")["split"].nunique().max() == 1
+    assert (table["label"] == table["condition"].map({"native": 0, "DA": 1, "FA": 2})).all()
+    for split in ("train", "validation", "test"):
+        counts = table[table["split"] == split]["label"].value_counts()
+        assert sorted(counts.index) == [0, 1, 2]
+        if split != "train":
+            assert counts.nunique() == 1, (split, counts.to_dict())
+    audit = json.loads((tmp_path / "s_audit.json").read_text())
+    assert audit["parameters"]["classes"] == THREE["classes"]
+    assert "smallest class" in audit["balancing"]
+    assert sum(audit["dropped_to_balance"].values()) > 0
+    crosstab = audit["factors"]["donor"]["crosstab"]["D00"]
+    assert set(crosstab) == {"0", "1", "2"}
+
+
+def test_three_class_cross_validation_balances_every_fold(tmp_path, ten_donors):
+    table = _split(tmp_path, ten_donors[0], task=THREE, cv_folds=3)
+    for _, fold in table.groupby("fold"):
+        counts = fold["label"].value_counts()
+        assert sorted(counts.index) == [0, 1, 2] and counts.nunique() == 1
+
+
+def test_three_classes_with_one_condition_per_donor_name_every_class(tmp_path):
+    donors = {f"D{i:02d}": [("native", "DA", "FA")[i % 3]] for i in range(6)}
+    files = make_clip_files(tmp_path / "clips", donors, clips_per_sample=4)
+    with pytest.raises(SplitError, match="every class") as info:
+        _split(tmp_path, files, task=THREE)
+    assert "label 2 occurs in 2" in str(info.value)

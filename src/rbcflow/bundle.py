@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from rbcflow.config import task_classes
 from rbcflow.params import ChainParams, resolve_chain_params, section_with_defaults
 
 log = logging.getLogger(__name__)
@@ -39,19 +40,6 @@ _REQUIRED = ("format", "format_version", "task", "classes", "model", "chain", "t
 
 class BundleError(ValueError):
     """A bundle is missing, malformed, or does not fit the model or the clips it meets."""
-
-
-def task_classes(task: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The task's classes in label order: ``[{name, conditions}]``.
-
-    A task with ``classes`` lists them itself; the two-class form ``negative`` /
-    ``positive`` gives the classes ``negative`` (label 0) and ``positive`` (label 1).
-    """
-    if task.get("classes"):
-        return [{"name": str(c["name"]), "conditions": list(c["conditions"])}
-                for c in task["classes"]]
-    return [{"name": "negative", "conditions": list(task["negative"])},
-            {"name": "positive", "conditions": list(task["positive"])}]
 
 
 def chain_config(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -90,6 +90,13 @@ def adjust_many(observed: np.ndarray, rates: np.ndarray) -> np.ndarray:
     k = observed.shape[-1]
     if rates.shape[-2:] != (k, k):
         raise ValueError(f"rates must be ({k}, {k}) per observation, got {rates.shape[-2:]}")
+    # More than two classes: the exact inverse, then clipped to [0, 1] and renormalised,
+    # rather than a least-squares solution constrained to the simplex. Inside the simplex
+    # both are the same; outside it (a rare class estimated below 0 from sampling noise)
+    # clipping is what Rogan-Gladen does for two classes, keeps one rule for every K, is
+    # a closed form that vectorises over the bootstrap's replicates, and its coverage is
+    # checked in tests/test_composition.py. The constrained solution would also move the
+    # other shares to absorb the negative one, which the data do not ask for.
     if k == 2:
         positive = rogan_gladen(observed[..., 1], rates[..., 1, 1], rates[..., 0, 0])
         raw = np.stack([1 - positive, positive], axis=-1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -166,6 +167,61 @@ def validate_config(config: Mapping[str, Any] | None, source: str = "config") ->
     return completed
 
 
+def task_classes(task: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The task's classes in label order: ``[{name, conditions}]``.
+
+    A task with ``classes`` lists them itself; the two-class form ``negative`` /
+    ``positive`` gives the classes ``negative`` (label 0) and ``positive`` (label 1).
+    """
+    if task.get("classes"):
+        return [{"name": str(c["name"]), "conditions": list(c["conditions"])}
+                for c in task["classes"]]
+    return [{"name": "negative", "conditions": list(task["negative"])},
+            {"name": "positive", "conditions": list(task["positive"])}]
+
+
+def task_label_map(task: Mapping[str, Any]) -> dict[str, int]:
+    """Condition -> label (the index of its class) for the task's conditions."""
+    return {condition: label for label, spec in enumerate(task_classes(task))
+            for condition in spec["conditions"]}
+
+
+def is_multiclass(task: Mapping[str, Any]) -> bool:
+    """Whether the task has more than two classes (two-class tasks keep their outputs)."""
+    return len(task_classes(task)) > 2
+
+
+def _task_problems(index: int, task: Mapping[str, Any], known: set[str],
+                   source: str) -> list[str]:
+    where, name = f"{source}: tasks/{index}", task["name"]
+    if "classes" in task and ("negative" in task or "positive" in task):
+        return [f"{where}: task {name!r} gives both classes and negative/positive; "
+                "use one form"]
+    if "classes" not in task and "negative" not in task:
+        return [f"{where}: task {name!r} needs negative and positive, or classes"]
+    problems = []
+    if "classes" in task:
+        sides = [(f"classes/{i}/conditions", c["conditions"])
+                 for i, c in enumerate(task["classes"])]
+        names = [c["name"] for c in task["classes"]]
+        for duplicate in sorted({n for n in names if names.count(n) > 1}):
+            problems.append(f"{where}/classes: class name {duplicate!r} of task {name!r} "
+                            "is used more than once")
+    else:
+        sides = [(side, task[side]) for side in ("negative", "positive")]
+    for key, conditions in sides:
+        for condition in conditions:
+            if condition not in known:
+                problems.append(f"{where}/{key}: condition {condition!r} of task {name!r} "
+                                f"is not in conditions {sorted(known)}")
+    classes_of = Counter(c for _, conditions in sides for c in set(conditions))
+    shared = sorted(c for c, n in classes_of.items() if n > 1)
+    if shared:
+        what = "in more than one class" if "classes" in task else "on both sides"
+        problems.append(f"{where}: conditions {shared} are {what} of task {name!r}")
+    return problems
+
+
 def _cross_check_config(config: dict, source: str) -> list[str]:
     problems = []
     known = set(config["conditions"])
@@ -173,19 +229,7 @@ def _cross_check_config(config: dict, source: str) -> list[str]:
     for duplicate in sorted({n for n in names if names.count(n) > 1}):
         problems.append(f"{source}: tasks: task name {duplicate!r} is used more than once")
     for index, task in enumerate(config["tasks"]):
-        for side in ("negative", "positive"):
-            for condition in task[side]:
-                if condition not in known:
-                    problems.append(
-                        f"{source}: tasks/{index}/{side}: condition {condition!r} of task "
-                        f"{task['name']!r} is not in conditions {sorted(known)}"
-                    )
-        overlap = set(task["negative"]) & set(task["positive"])
-        if overlap:
-            problems.append(
-                f"{source}: tasks/{index}: conditions {sorted(overlap)} are on both sides "
-                f"of task {task['name']!r}"
-            )
+        problems.extend(_task_problems(index, task, known, source))
     split = config["split"]
     total = split["train"] + split["validation"] + split["test"]
     if split["cv_folds"] == 0 and not math.isclose(total, 1.0, abs_tol=1e-6):

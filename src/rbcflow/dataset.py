@@ -474,9 +474,20 @@ def clip_reader(located: pd.DataFrame) -> ClipSource:
     return ClipSource(located["file"].to_numpy(), located["row"].to_numpy())
 
 
-def class_weights(labels: np.ndarray) -> dict[int, float]:
-    """Weights n / (2 n_c), so each class contributes equally to the loss (seed 002)."""
-    counts = np.bincount(np.asarray(labels, dtype=int), minlength=2)
+def n_classes_of(labels: np.ndarray) -> int:
+    """Classes of a task from the labels 0..K-1 of its split table (at least two).
+
+    The split puts every class into every split, so the highest label of the table is
+    the task's last class.
+    """
+    labels = np.asarray(labels, dtype=int)
+    return max(2, int(labels.max()) + 1) if labels.size else 2
+
+
+def class_weights(labels: np.ndarray, n_classes: int = 2) -> dict[int, float]:
+    """Weights n / (K n_c), so each of the K classes contributes equally to the loss
+    (seed 002's n / (2 n_c) for two)."""
+    counts = np.bincount(np.asarray(labels, dtype=int), minlength=n_classes)
     if counts.min() == 0:
-        raise DatasetError(f"training clips hold one class only (counts {counts.tolist()})")
-    return {c: float(counts.sum() / (2 * counts[c])) for c in (0, 1)}
+        raise DatasetError(f"training clips lack a class (counts {counts.tolist()})")
+    return {c: float(counts.sum() / (n_classes * counts[c])) for c in range(n_classes)}

@@ -25,10 +25,12 @@ from sklearn.metrics import (
     balanced_accuracy_score,
     confusion_matrix,
     f1_score,
+    recall_score,
     roc_auc_score,
     roc_curve,
 )
 
+from rbcflow.config import task_classes
 from rbcflow.dataset import attach_locations, read_clip_batch
 from rbcflow.io.atomic import atomic_path, write_text_atomic
 from rbcflow.params import section_with_defaults
@@ -74,14 +76,14 @@ def predict_probabilities(
     batch_size: int = 32,
     shuffle_time_seed: int | None = None,
 ) -> np.ndarray:
-    """P(positive) for each clip of ``located``, streamed in batches.
+    """Class probabilities (n_clips, n_classes) for the clips of ``located``, in batches.
 
     With ``shuffle_time_seed``, the frames of every clip are put in a random order (one
     permutation per clip, seeded) before prediction: the time-shuffle ablation.
     """
     files, rows = located["file"].to_numpy(), located["row"].to_numpy()
     rng = np.random.default_rng(shuffle_time_seed) if shuffle_time_seed is not None else None
-    out = np.empty(len(located), dtype=np.float64)
+    out = np.empty((len(located), int(model.outputs[0].shape[-1])), dtype=np.float64)
     for start in range(0, len(located), batch_size):
         index = np.arange(start, min(start + batch_size, len(located)))
         clips = read_clip_batch(files[index], rows[index]).astype(np.float32)
@@ -89,8 +91,35 @@ def predict_probabilities(
             for i in range(len(clips)):
                 clips[i] = clips[i][rng.permutation(clips.shape[1])]
         probabilities = np.asarray(model.predict_on_batch(clips[..., None]), dtype=np.float64)
-        out[index] = probabilities[:, 1]
+        out[index] = probabilities
     return out
+
+
+def probability_columns(class_names: Sequence[str]) -> list[str]:
+    """``p_<class>`` for each class (a two-class ``predictions.tsv`` keeps ``p_positive``
+    only: ``prediction_columns``)."""
+    return [f"p_{name}" for name in class_names]
+
+
+def predicted_labels(probabilities: np.ndarray) -> np.ndarray:
+    """The predicted class of each row: P(positive) >= 0.5 for two classes, else argmax."""
+    probabilities = np.asarray(probabilities, dtype=float)
+    if probabilities.shape[1] == 2:
+        return (probabilities[:, 1] >= 0.5).astype(int)
+    return np.argmax(probabilities, axis=1).astype(int)
+
+
+def _with_probabilities(part: pd.DataFrame, probabilities: np.ndarray,
+                        class_names: Sequence[str], **columns) -> pd.DataFrame:
+    probs = dict(zip(probability_columns(class_names), probabilities.T, strict=True))
+    return part.assign(**probs, predicted=predicted_labels(probabilities), **columns)
+
+
+def _probabilities_of(frame: pd.DataFrame, class_names: Sequence[str]) -> np.ndarray:
+    if len(class_names) == 2:
+        p = frame["p_positive"].to_numpy(dtype=float)
+        return np.stack([1 - p, p], axis=1)
+    return frame[probability_columns(class_names)].to_numpy(dtype=float)
 
 
 def binary_metrics(labels: np.ndarray, p_positive: np.ndarray) -> dict:
@@ -114,6 +143,95 @@ def binary_metrics(labels: np.ndarray, p_positive: np.ndarray) -> dict:
     return metrics
 
 
+def multiclass_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict:
+    """Accuracy, balanced accuracy, macro-F1, per-class recall, macro one-vs-rest ROC AUC
+    and the confusion matrix of a task with K > 2 classes (argmax prediction).
+
+    The AUC is None unless every class occurs among ``labels`` (one-vs-rest needs each).
+    """
+    labels = np.asarray(labels, dtype=int)
+    probabilities = np.asarray(probabilities, dtype=float)
+    classes = list(range(probabilities.shape[1]))
+    predicted = predicted_labels(probabilities)
+    every = set(np.unique(labels)) == set(classes)
+    recall = recall_score(labels, predicted, labels=classes, average=None, zero_division=np.nan)
+    return {
+        "accuracy": float(np.mean(predicted == labels)) if len(labels) else None,
+        "balanced_accuracy": float(balanced_accuracy_score(labels, predicted)) if every else None,
+        "macro_f1": float(f1_score(labels, predicted, average="macro", labels=classes,
+                                   zero_division=0)),
+        "per_class_recall": [None if np.isnan(r) else float(r) for r in recall],
+        # rows renormalised: the float32 softmax sums to 1 only to ~1e-7
+        "roc_auc": float(roc_auc_score(labels, probabilities / probabilities.sum(
+            axis=1, keepdims=True), multi_class="ovr", average="macro", labels=classes))
+        if every else None,
+        "roc_auc_average": "macro one-vs-rest",
+        "confusion_matrix": confusion_matrix(labels, predicted, labels=classes).tolist(),
+    }
+
+
+def classification_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict:
+    """``binary_metrics`` of P(positive) for two classes, ``multiclass_metrics`` above."""
+    probabilities = np.asarray(probabilities, dtype=float)
+    if probabilities.shape[1] == 2:
+        return binary_metrics(labels, probabilities[:, 1])
+    return multiclass_metrics(labels, probabilities)
+
+
+def donor_bootstrap_class_metrics(
+    labels: np.ndarray,
+    predicted: np.ndarray,
+    donors: np.ndarray,
+    n_classes: int,
+    n_boot: int = 1000,
+    seed: int = 42,
+    level: float = 0.95,
+) -> dict:
+    """Donor-bootstrap percentile intervals of balanced accuracy, macro-F1 and each
+    class's recall, from the replicates ``donor_bootstrap_ci`` draws (same seed, same
+    donors).
+
+    A replicate is the test clips of the drawn donors, each donor's clips weighted by how
+    often it was drawn. Where donors gave one condition each, a replicate can lack a class:
+    its recall is then undefined and balanced accuracy and macro-F1 would average over
+    fewer classes, so such replicates are left out of those intervals (and of that class's
+    recall); ``replicates_with_every_class`` says how many remained.
+    """
+    labels, predicted = np.asarray(labels, dtype=int), np.asarray(predicted, dtype=int)
+    unique, inverse = np.unique(np.asarray(donors), return_inverse=True)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(unique), size=(n_boot, len(unique)))
+    classes = list(range(n_classes))
+    recalls = np.full((n_boot, n_classes), np.nan)
+    balanced, macro_f1 = [], []
+    for replicate, draw in enumerate(draws):
+        weight = np.bincount(draw, minlength=len(unique))[inverse].astype(float)
+        keep = weight > 0
+        y, p, w = labels[keep], predicted[keep], weight[keep]
+        recall = recall_score(y, p, labels=classes, average=None, sample_weight=w,
+                              zero_division=np.nan)
+        recalls[replicate] = recall
+        if np.isfinite(recall).all():
+            balanced.append(balanced_accuracy_score(y, p, sample_weight=w))
+            macro_f1.append(f1_score(y, p, labels=classes, average="macro", sample_weight=w,
+                                     zero_division=0))
+    tail = (1 - level) / 2 * 100
+
+    def interval(values) -> list[float | None]:
+        values = np.asarray(values, dtype=float)
+        values = values[np.isfinite(values)]
+        if not values.size:
+            return [None, None]
+        return [float(v) for v in np.percentile(values, [tail, 100 - tail])]
+
+    return {
+        "balanced_accuracy_ci95": interval(balanced),
+        "macro_f1_ci95": interval(macro_f1),
+        "per_class_recall_ci95": [interval(recalls[:, k]) for k in classes],
+        "replicates_with_every_class": len(balanced),
+    }
+
+
 def _runs(model_dir: Path, n_folds: int) -> list[tuple[int, Path]]:
     if n_folds == 0:
         return [(-1, model_dir)]
@@ -121,7 +239,8 @@ def _runs(model_dir: Path, n_folds: int) -> list[tuple[int, Path]]:
 
 
 def _predict_runs(located: pd.DataFrame, model_dir: Path, n_folds: int, ablations: bool,
-                  seed: int, batch_size: int, model_name: str | None) -> dict[str, list]:
+                  seed: int, batch_size: int, model_name: str | None,
+                  class_names: Sequence[str]) -> dict[str, list]:
     """Predictions of every run (one, or one per fold) on its splits and ablations.
 
     Returns per-split accuracies of each run and the prediction tables: ``test``,
@@ -139,16 +258,17 @@ def _predict_runs(located: pd.DataFrame, model_dir: Path, n_folds: int, ablation
         for split in SPLITS:
             part = run[run["split"] == split]
             p = predict_probabilities(model, part, batch_size)
-            correct = (p >= 0.5) == part["label"].to_numpy()
+            predicted = _with_probabilities(part, p, class_names, fold=fold)
+            correct = predicted["predicted"].to_numpy() == part["label"].to_numpy()
             parts[f"accuracy_{split}"].append(float(np.mean(correct)))
             if split == "test":
-                parts["test"].append(part.assign(p_positive=p, fold=fold))
+                parts["test"].append(predicted)
             elif not n_folds:  # with CV a clip is train or validation in several runs
-                parts["other"].append(part.assign(p_positive=p, fold=fold))
+                parts["other"].append(predicted)
         if ablations:
             test = run[run["split"] == "test"]
             shuffled = predict_probabilities(model, test, batch_size, shuffle_time_seed=seed)
-            parts["shuffled"].append(test.assign(p_positive=shuffled))
+            parts["shuffled"].append(_with_probabilities(test, shuffled, class_names))
             frame_path = run_dir / "baseline_frame.keras"
             if model_name == "frame":  # a single-frame model is its own baseline
                 frame_model = model
@@ -158,7 +278,8 @@ def _predict_runs(located: pd.DataFrame, model_dir: Path, n_folds: int, ablation
                 raise FileNotFoundError(
                     f"{frame_path}: the single-frame baseline is missing (train with "
                     "evaluate.ablations: true, or turn the ablations off)")
-            parts["frame"].append(test.assign(p_positive=predict_probabilities(frame_model, test)))
+            parts["frame"].append(_with_probabilities(
+                test, predict_probabilities(frame_model, test), class_names))
     return parts
 
 
@@ -166,7 +287,7 @@ def _pooled_accuracy(parts: list[pd.DataFrame]) -> float | None:
     if not parts:
         return None
     pooled = pd.concat(parts)
-    return float(np.mean((pooled["p_positive"] >= 0.5) == pooled["label"]))
+    return float(np.mean(pooled["predicted"] == pooled["label"]))
 
 
 def _counts(located: pd.DataFrame, test: pd.DataFrame, n_folds: int) -> dict:
@@ -182,25 +303,32 @@ def _counts(located: pd.DataFrame, test: pd.DataFrame, n_folds: int) -> dict:
     return counts
 
 
-def _test_metrics(test: pd.DataFrame, bootstrap: int, seed: int) -> dict:
+def _test_metrics(test: pd.DataFrame, bootstrap: int, seed: int,
+                  class_names: Sequence[str]) -> dict:
     labels = test["label"].to_numpy()
-    predicted = (test["p_positive"].to_numpy() >= 0.5).astype(int)
-    metrics = binary_metrics(labels, test["p_positive"].to_numpy())
+    predicted = test["predicted"].to_numpy()
+    donors = test["donor"].to_numpy()
+    metrics = classification_metrics(labels, _probabilities_of(test, class_names))
     metrics["accuracy_ci95"] = list(
-        donor_bootstrap_ci(predicted == labels, test["donor"].to_numpy(), bootstrap, seed)
+        donor_bootstrap_ci(predicted == labels, donors, bootstrap, seed)
     )
+    if len(class_names) > 2:
+        metrics.update(donor_bootstrap_class_metrics(labels, predicted, donors,
+                                                     len(class_names), bootstrap, seed))
     metrics["n_test_donors"] = int(test["donor"].nunique())
     return metrics
 
 
-def fold_metrics(test: pd.DataFrame) -> dict | None:
+def fold_metrics(test: pd.DataFrame,
+                 class_names: Sequence[str] = ("negative", "positive")) -> dict | None:
     """Test metrics of each fold's model on its test clips, and their mean and sample
     standard deviation over folds; None without cross-validation."""
     if "fold" not in test.columns or not len(test) or int(test["fold"].max()) < 0:
         return None
     folds = []
     for fold, part in test.groupby("fold", sort=True):
-        metrics = binary_metrics(part["label"].to_numpy(), part["p_positive"].to_numpy())
+        metrics = classification_metrics(part["label"].to_numpy(),
+                                         _probabilities_of(part, class_names))
         folds.append({"fold": int(fold), "clips": int(len(part)),
                       "donors": int(part["donor"].nunique()),
                       **{key: metrics[key] for key in FOLD_METRICS}})
@@ -215,8 +343,17 @@ def fold_metrics(test: pd.DataFrame) -> dict | None:
     return summary
 
 
-def _example_positions(labels: np.ndarray, n: int) -> np.ndarray:
-    """Up to ``n`` positions, half of each class where both have enough, in order."""
+def _example_positions(labels: np.ndarray, n: int, n_classes: int = 2) -> np.ndarray:
+    """Up to ``n`` positions, half of each class where both have enough, in order (with
+    more classes: the classes in turn, each clip its class's next one)."""
+    if n_classes > 2:
+        by_class = [list(np.flatnonzero(labels == c)) for c in range(n_classes)]
+        taken: list[int] = []
+        while len(taken) < n and any(by_class):
+            for rows in by_class:
+                if rows and len(taken) < n:
+                    taken.append(rows.pop(0))
+        return np.sort(np.asarray(taken, dtype=int))
     by_class = [np.flatnonzero(labels == c) for c in (1, 0)]
     wanted = [(n + 1) // 2, n // 2]
     for c in (0, 1):  # a class short of clips leaves its places to the other
@@ -229,7 +366,9 @@ def _example_positions(labels: np.ndarray, n: int) -> np.ndarray:
 
 
 def saliency_summary(test: pd.DataFrame, model_dir: Path, n_folds: int, n_clips: int,
-                     n_examples: int, seed: int) -> tuple[dict | None, np.ndarray | None]:
+                     n_examples: int, seed: int,
+                     class_names: Sequence[str] = ("negative", "positive"),
+                     ) -> tuple[dict | None, np.ndarray | None]:
     """Grad-CAM of the predicted class on up to ``n_clips`` test clips (drawn with
     ``seed``; each clip explained by the model that tested it) and how much of it lies on
     the cell (``rbcflow.saliency.cell_masks``).
@@ -257,7 +396,7 @@ def saliency_summary(test: pd.DataFrame, model_dir: Path, n_folds: int, n_clips:
     shares = in_cell_share(maps, masks)
     area = float(masks.mean())
     share = float(np.nanmean(shares)) if np.isfinite(shares).any() else None
-    examples = _example_positions(chosen["label"].to_numpy(), n_examples)
+    examples = _example_positions(chosen["label"].to_numpy(), n_examples, len(class_names))
     summary = {
         "method": "Grad-CAM of the predicted class", "n_clips": int(len(chosen)),
         "in_cell_share": share, "cell_area_share": area,
@@ -266,7 +405,7 @@ def saliency_summary(test: pd.DataFrame, model_dir: Path, n_folds: int, n_clips:
         "examples": [
             {"clip_id": str(chosen.loc[i, "clip_id"]), "donor": str(chosen.loc[i, "donor"]),
              "label": int(chosen.loc[i, "label"]),
-             "p_positive": float(chosen.loc[i, "p_positive"]),
+             **_example_probability(chosen.iloc[i], class_names),
              "fold": int(chosen.loc[i, "fold"]),
              "in_cell_share": None if np.isnan(shares[i]) else float(shares[i])}
             for i in examples
@@ -275,6 +414,14 @@ def saliency_summary(test: pd.DataFrame, model_dir: Path, n_folds: int, n_clips:
     layers = np.stack([clips[examples], maps[examples], masks[examples].astype(np.float32)],
                       axis=1)
     return summary, layers
+
+
+def _example_probability(row: pd.Series, class_names: Sequence[str]) -> dict:
+    """P(positive) of a two-class example; the predicted class and its probability else."""
+    if len(class_names) == 2:
+        return {"p_positive": float(row["p_positive"])}
+    predicted = int(row["predicted"])
+    return {"predicted": predicted, "p_predicted": float(row[f"p_{class_names[predicted]}"])}
 
 
 def write_saliency_examples(layers: np.ndarray | None, path: Path) -> None:
@@ -301,7 +448,7 @@ def evaluate_task(
     ----------
     split_tsv, clip_files : as for ``train_task``.
     model_dir : ``results/models/<task>/`` as written by ``train_task``.
-    task : the task's ``{"name", "negative", "positive"}``.
+    task : the task as configured (``negative``/``positive`` or ``classes``).
     params : the config's ``evaluate`` section (``bootstrap``, ``ablations``).
     seed : seeds the bootstrap and the frame shuffle of the ablation.
 
@@ -316,27 +463,28 @@ def evaluate_task(
     n_folds = int(table["fold"].max()) + 1
     summary_path = model_dir / "train_summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    class_names = [c["name"] for c in task_classes(task)]
     parts = _predict_runs(located, model_dir, n_folds, params["ablations"], seed, batch_size,
-                          summary.get("model"))
+                          summary.get("model"), class_names)
     test = pd.concat(parts["test"], ignore_index=True)
-    test_metrics = _test_metrics(test, params["bootstrap"], seed)
-    test_metrics["per_fold"] = fold_metrics(test)
+    test_metrics = _test_metrics(test, params["bootstrap"], seed, class_names)
+    test_metrics["per_fold"] = fold_metrics(test, class_names)
     overall_accuracy = test_metrics.pop("accuracy")
     saliency, saliency_layers = saliency_summary(
-        test, model_dir, n_folds, params["saliency_clips"], params["saliency_examples"], seed
+        test, model_dir, n_folds, params["saliency_clips"], params["saliency_examples"], seed,
+        class_names,
     )
     per_donor = [
         {
             "donor": str(donor), "split": "test", "n_clips": int(len(part)),
-            "accuracy": float(np.mean((part["p_positive"] >= 0.5) == part["label"])),
+            "accuracy": float(np.mean(part["predicted"] == part["label"])),
         }
         for donor, part in test.groupby("donor")
     ]
     metrics = {
         "task": task["name"],
         "model": summary.get("model"),
-        "negative": list(task["negative"]),
-        "positive": list(task["positive"]),
+        **_class_record(task),
         "accuracy": {
             "train": float(np.mean(parts["accuracy_train"])),
             "validation": float(np.mean(parts["accuracy_validation"])),
@@ -359,8 +507,7 @@ def evaluate_task(
         "provenance": stable_provenance(split_tsv=str(split_tsv), model_dir=str(model_dir)),
     }
     predictions = pd.concat([*parts["other"], test], ignore_index=True)
-    predictions["predicted"] = (predictions["p_positive"] >= 0.5).astype(int)
-    columns = PREDICTION_COLUMNS + (["fold"] if n_folds else [])
+    columns = prediction_columns(class_names) + (["fold"] if n_folds else [])
     write_text_atomic(
         model_dir / "predictions.tsv", predictions[columns].to_csv(sep="\t", index=False)
     )
@@ -372,6 +519,22 @@ def evaluate_task(
         overall_accuracy, *test_metrics["accuracy_ci95"], test_metrics["n_test_donors"],
     )
     return metrics
+
+
+def prediction_columns(class_names: Sequence[str]) -> list[str]:
+    """Columns of ``predictions.tsv``: ``PREDICTION_COLUMNS`` for two classes, one
+    ``p_<class>`` per class in place of ``p_positive`` for more."""
+    if len(class_names) == 2:
+        return list(PREDICTION_COLUMNS)
+    return [*PREDICTION_COLUMNS[:4], *probability_columns(class_names), "predicted"]
+
+
+def _class_record(task: Mapping) -> dict:
+    """The task's classes as ``metrics.json`` records them: both sides of a two-class
+    task given as ``negative``/``positive``, else the class list."""
+    if "classes" in task:
+        return {"classes": task_classes(task)}
+    return {"negative": list(task["negative"]), "positive": list(task["positive"])}
 
 
 MODELS_TABLE_COLUMNS = ["model", "metrics", "test_accuracy", "test_macro_f1", "test_roc_auc",

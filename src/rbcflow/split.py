@@ -6,9 +6,10 @@ random split lets a model score on donor identity instead of the condition. Ever
 
 Class balance in validation and test follows seed 001 ("a uniform class distribution is
 maintained in the test and validation sets"): donors are chosen so the classes are as even
-as possible, then the majority class of validation and test is subsampled at random to the
-size of the minority class. The dropped clips are not moved to training (their donors are
-validation or test donors); the audit counts them.
+as possible, then every larger class of validation and test is subsampled at random to the
+size of the smallest (with two classes: the majority to the minority class). The dropped
+clips are not moved to training (their donors are validation or test donors); the audit
+counts them.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 
 from rbcflow.clipstore import read_clip_table
+from rbcflow.config import task_classes, task_label_map
 from rbcflow.io.atomic import write_text_atomic
 from rbcflow.provenance import stable_provenance
 
@@ -46,7 +48,8 @@ class SplitError(ValueError):
 def task_clip_table(clip_files: Sequence[str | Path], task: Mapping) -> pd.DataFrame:
     """The clip tables of all files, restricted to the task's conditions, with a label.
 
-    Label 0 for the task's ``negative`` conditions, 1 for ``positive``.
+    The label is the index of the condition's class (``rbcflow.config.task_classes``):
+    0 for the two-class form's ``negative`` conditions, 1 for ``positive``.
     """
     tables = [read_clip_table(path) for path in clip_files]
     if not tables:
@@ -58,19 +61,19 @@ def task_clip_table(clip_files: Sequence[str | Path], task: Mapping) -> pd.DataF
             f"task {task['name']}: clip_id {duplicated.iloc[0]!r} occurs in more than one "
             "clip file; clip IDs must be unique"
         )
-    negative, positive = set(task["negative"]), set(task["positive"])
-    table = table[table["condition"].isin(negative | positive)].copy()
+    labels = task_label_map(task)
+    table = table[table["condition"].isin(labels)].copy()
     if table.empty:
         raise SplitError(
-            f"task {task['name']}: no clips of conditions {sorted(negative | positive)} "
+            f"task {task['name']}: no clips of conditions {sorted(labels)} "
             f"in {len(clip_files)} clip file(s)"
         )
-    table["label"] = table["condition"].isin(positive).astype(int)
-    for label, side in ((0, "negative"), (1, "positive")):
+    table["label"] = table["condition"].map(labels).astype(int)
+    for label, spec in enumerate(task_classes(task)):
         if not (table["label"] == label).any():
             raise SplitError(
-                f"task {task['name']}: no clips of the {side} condition(s) "
-                f"{sorted(task[side])}; both classes are needed"
+                f"task {task['name']}: no clips of the {spec['name']} condition(s) "
+                f"{sorted(spec['conditions'])}; every class is needed"
             )
     return table.reset_index(drop=True)
 
@@ -108,17 +111,20 @@ def confound_audit(table: pd.DataFrame, task_name: str = "task") -> dict:
     confound no split can remove, and ``check_confounds`` refuses it.
     """
     audit: dict[str, object] = {"task": task_name, "n_clips": int(len(table)), "factors": {}}
+    labels = list(range(max(2, int(table["label"].max()) + 1 if len(table) else 2)))
     for factor in AUDIT_FACTORS:
         cross = pd.crosstab(table[factor].astype(str), table["label"])
-        cross = cross.reindex(columns=[0, 1], fill_value=0)
+        cross = cross.reindex(columns=labels, fill_value=0)
         labels_per_value = (cross > 0).sum(axis=1)
         determines = bool(len(cross) > 1 and labels_per_value.max() == 1)
         audit["factors"][factor] = {
             "crosstab": {
-                str(value): {"0": int(row[0]), "1": int(row[1])} for value, row in cross.iterrows()
+                str(value): {str(label): int(row[label]) for label in labels}
+                for value, row in cross.iterrows()
             },
             "n_values": int(len(cross)),
-            "values_with_both_labels": int((labels_per_value == 2).sum()),
+            # more than one label (both, for two classes)
+            "values_with_both_labels": int((labels_per_value >= 2).sum()),
             "determines_label": determines,
         }
     donors_per_session = table.groupby(table["session"].astype(str))["donor"].nunique()
@@ -143,12 +149,13 @@ def check_confounds(audit: Mapping) -> None:
         if factor == "session" and session_is_donor:
             continue
         if info["determines_label"]:
-            by_label = {"0": [], "1": []}
+            by_label: dict[str, list[str]] = {}
             for value, counts in info["crosstab"].items():
-                by_label["0" if counts["0"] else "1"].append(value)
+                by_label.setdefault(next(k for k, n in counts.items() if n), []).append(value)
             problems.append(
-                f"the label is fully determined by {factor}: label 0 only in "
-                f"{factor} {by_label['0']}, label 1 only in {factor} {by_label['1']}"
+                f"the label is fully determined by {factor}: " + ", ".join(
+                    f"label {label} only in {factor} {values}"
+                    for label, values in sorted(by_label.items(), key=lambda i: int(i[0])))
             )
     if problems:
         raise SplitError(
@@ -159,13 +166,19 @@ def check_confounds(audit: Mapping) -> None:
         )
 
 
+def _n_classes(labels: np.ndarray) -> int:
+    """Classes of a task from its labels 0..K-1 (at least two)."""
+    return max(2, int(np.max(labels)) + 1) if len(labels) else 2
+
+
 def _balance(
     table: pd.DataFrame, mask: np.ndarray, rng: np.random.Generator
 ) -> tuple[np.ndarray, int]:
-    """Drop random clips of the majority class inside ``mask``; return the keep mask."""
+    """Drop random clips of every class but the smallest inside ``mask`` down to the
+    smallest class's size; return the keep mask and how many were dropped."""
     keep = np.ones(len(table), dtype=bool)
     labels = table["label"].to_numpy()
-    index = [np.flatnonzero(mask & (labels == label)) for label in (0, 1)]
+    index = [np.flatnonzero(mask & (labels == label)) for label in range(_n_classes(labels))]
     n_keep = min(len(i) for i in index)
     dropped = 0
     for rows in index:
@@ -181,16 +194,17 @@ def _candidate_score(
 ) -> float | None:
     """Deviation of a train/validation/test assignment from the targets (None: invalid).
 
-    Each split must hold both classes. The score adds the distance of each split's share
+    Each split must hold every class. The score adds the distance of each split's share
     of the clips kept after balancing from its target fraction and the share of clips
     that balancing would drop.
     """
     kept = {}
+    n_classes = _n_classes(labels)
     for name in SPLITS:
-        counts = np.bincount(labels[assignment == name], minlength=2)
+        counts = np.bincount(labels[assignment == name], minlength=n_classes)
         if counts.min() == 0:
             return None
-        kept[name] = counts.sum() if name == "train" else 2 * counts.min()
+        kept[name] = counts.sum() if name == "train" else n_classes * counts.min()
     total = sum(kept.values())
     deviation = sum(abs(kept[name] / total - targets[name]) for name in SPLITS)
     return deviation + (len(labels) - total) / len(labels)
@@ -229,14 +243,16 @@ def _holdout_assignment(
             best, best_score = assignment, score
     if best is None:
         by_label = {
-            label: sorted(set(groups[labels == label])) for label in (0, 1)
+            label: sorted(set(groups[labels == label])) for label in range(_n_classes(labels))
         }
+        occurs = ", ".join(f"label {label} occurs in {len(g)} ({g})"
+                           for label, g in by_label.items())
+        every = "both classes" if len(by_label) == 2 else "every class"
         raise SplitError(
-            f"task {task_name}: none of {N_CANDIDATES} donor-grouped splits puts both classes "
+            f"task {task_name}: none of {N_CANDIDATES} donor-grouped splits puts {every} "
             f"in train, validation and test. There are {len(unique_groups)} donor groups; "
-            f"label 0 occurs in {len(by_label[0])} ({by_label[0]}), label 1 in "
-            f"{len(by_label[1])} ({by_label[1]}). Each class needs donors in all three "
-            "splits: at least 3 donors with both conditions, or 3 per class."
+            f"{occurs}. Each class needs donors in all three splits: at least 3 donors with "
+            "every condition of the task, or 3 per class."
         )
     return best
 
@@ -251,7 +267,7 @@ def _cv_folds(
     for fold, (_, test) in enumerate(splitter.split(np.zeros(len(table)), labels, groups)):
         folds[test] = fold
     for fold in range(n_folds):
-        counts = np.bincount(labels[folds == fold], minlength=2)
+        counts = np.bincount(labels[folds == fold], minlength=_n_classes(labels))
         if counts.min() == 0:
             raise SplitError(
                 f"task {task_name}: fold {fold} of {n_folds} has no clips of label "
@@ -341,7 +357,7 @@ def split_task(
     Parameters
     ----------
     clip_files : clip files (``results/clips/<sample>.h5``) of all samples.
-    task : ``{"name", "negative", "positive"}`` from the config's ``tasks``.
+    task : a task of the config's ``tasks`` (``negative``/``positive`` or ``classes``).
     out_tsv, out_audit : ``results/splits/<task>.tsv`` and ``<task>_audit.json``.
     train, validation, test : target fractions of the clips (ignored with ``cv_folds``).
     group_by_session : keep every recording session in one split as well.
@@ -378,11 +394,13 @@ def split_task(
     audit["parameters"] = {
         "train": train, "validation": validation, "test": test,
         "group_by_session": group_by_session, "cv_folds": cv_folds, "seed": seed,
-        "negative": list(task["negative"]), "positive": list(task["positive"]),
+        **_class_parameters(task),
     }
     audit["balancing"] = (
-        "majority class subsampled at random to the minority class size in validation and "
-        "test" + (" (in every fold)" if cv_folds else "")
+        ("majority class subsampled at random to the minority class size"
+         if len(task_classes(task)) == 2 else
+         "every class subsampled at random to the size of the smallest class")
+        + " in validation and test" + (" (in every fold)" if cv_folds else "")
     )
     audit["dropped_to_balance"] = dropped
     audit["splits"] = split_summary(result)
@@ -393,6 +411,13 @@ def split_task(
     write_text_atomic(Path(out_audit), json.dumps(audit, indent=2) + "\n")
     log.info("task %s: %s", name, json.dumps(audit["splits"]))
     return result
+
+
+def _class_parameters(task: Mapping) -> dict:
+    """The task's classes as its audit records them (two-class tasks: both sides)."""
+    if "classes" in task:
+        return {"classes": task_classes(task)}
+    return {"negative": list(task["negative"]), "positive": list(task["positive"])}
 
 
 def split_summary(split_table: pd.DataFrame) -> dict:

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rbcflow.config import ConfigError
+from rbcflow.config import ConfigError, task_classes, task_label_map
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -135,10 +135,10 @@ def file_problems(path: str | Path, open_files: bool = True) -> list[str]:
 
 
 def _task_table(sheet: pd.DataFrame, task: Mapping) -> pd.DataFrame:
-    wanted = set(task["negative"]) | set(task["positive"])
-    table = sheet.loc[sheet["condition"].isin(wanted),
+    labels = task_label_map(task)
+    table = sheet.loc[sheet["condition"].isin(labels),
                       ["sample", "donor", "session", "focus", "condition"]].copy()
-    table["label"] = table["condition"].isin(set(task["positive"])).astype(int)
+    table["label"] = table["condition"].map(labels).astype(int)
     return table.reset_index(drop=True)
 
 
@@ -147,7 +147,7 @@ def donor_problems(sheet: pd.DataFrame, tasks: Iterable[Mapping], split: Mapping
 
     A train/validation/test split needs 3 donors (donor/session groups when
     ``group_by_session``), K-fold cross-validation K, and as many for each class, since
-    every split (fold) must hold both classes.
+    every split (fold) must hold every class.
     """
     from rbcflow.split import split_groups
 
@@ -161,15 +161,18 @@ def donor_problems(sheet: pd.DataFrame, tasks: Iterable[Mapping], split: Mapping
         table = _task_table(sheet, task)
         if table.empty:
             problems.append(f"task {task['name']}: no recordings of its conditions "
-                            f"{sorted(set(task['negative']) | set(task['positive']))}")
+                            f"{sorted(task_label_map(task))}")
             continue
         table["group"] = split_groups(table, by_session)
-        counts = [table.loc[table["label"] == label, "group"].nunique() for label in (0, 1)]
+        classes = task_classes(task)
+        counts = [table.loc[table["label"] == label, "group"].nunique()
+                  for label in range(len(classes))]
         n_groups = table["group"].nunique()
         if n_groups < needed or min(counts) < needed:
+            with_class = ", ".join(f"{n} with {'/'.join(c['conditions'])}"
+                                   for n, c in zip(counts, classes, strict=True))
             problems.append(
-                f"task {task['name']}: {n_groups} {unit} ({counts[0]} with "
-                f"{'/'.join(task['negative'])}, {counts[1]} with {'/'.join(task['positive'])})"
+                f"task {task['name']}: {n_groups} {unit} ({with_class})"
                 f", but {what} needs at least {needed} with each class (split.cv_folds, "
                 "split.group_by_session)")
     return problems

@@ -41,6 +41,7 @@ from rbcflow.dataset import (
     clip_reader,
     clip_shape,
     make_dataset,
+    n_classes_of,
 )
 from rbcflow.io.atomic import atomic_path, write_text_atomic
 from rbcflow.params import section_with_defaults
@@ -142,7 +143,7 @@ def _datasets(located, params, seed, input_shape, read=None, reader_threads=1):
     read_validation = read["validation"] if read else clip_reader(validation)
     weights = None
     if params["class_weight"]:
-        per_class = class_weights(train["label"].to_numpy())
+        per_class = class_weights(train["label"].to_numpy(), n_classes_of(located["label"]))
         weights = np.array([per_class[label] for label in train["label"]], dtype=np.float32)
     augmentation = None if read else Augmentation.from_params(params)
     batch = params["batch_size"]
@@ -215,7 +216,8 @@ def train_feature_model(
         )
     options = {"width": params["i3d_width"]} if model_name == "i3d_lstm" else {}
     model, extractor, head = build_feature_model(
-        model_name, input_shape, backbone_weights(model_name, params), **options
+        model_name, input_shape, backbone_weights(model_name, params),
+        n_classes=n_classes_of(located["label"]), **options
     )
     compile_model(head, params["learning_rate"])
     feature_shape = tuple(int(d) for d in extractor.output.shape[1:])
@@ -233,7 +235,8 @@ def train_feature_model(
             validation = located[located["split"] == "validation"]
             weights = None
             if params["class_weight"]:
-                per_class = class_weights(train["label"].to_numpy())
+                per_class = class_weights(train["label"].to_numpy(),
+                                          n_classes_of(located["label"]))
                 weights = np.array([per_class[v] for v in train["label"]], dtype=np.float32)
             train_data = array_dataset(
                 np.load(caches["train"]), train["label"].to_numpy(), params["batch_size"],
@@ -278,7 +281,10 @@ def train_one(
             located, params, seed, input_shape, work_dir, model_name,
             reader_threads=reader_threads,
         )
-    model = compile_model(build_model(model_name, input_shape), params["learning_rate"])
+    model = compile_model(
+        build_model(model_name, input_shape, n_classes=n_classes_of(located["label"])),
+        params["learning_rate"],
+    )
     train_data, validation_data = _datasets(
         located, params, seed, input_shape, reader_threads=reader_threads
     )

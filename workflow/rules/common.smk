@@ -3,7 +3,12 @@ import os
 from pathlib import Path
 
 from rbcflow.batches import BATCH_PATTERN, plan_batches, recording_bytes
-from rbcflow.config import ConfigError, load_sample_sheet, validate_config
+from rbcflow.config import (
+    ConfigError,
+    load_sample_sheet,
+    task_label_map,
+    validate_config,
+)
 from rbcflow.layout import (
     PIPELINE_FILES,
     SAMPLE_FILES,
@@ -139,7 +144,7 @@ def all_batch_dirs(wildcards=None):
 def task_samples(task_name):
     """Samples whose condition takes part in a task."""
     task = TASKS[task_name]
-    wanted = set(task["negative"]) | set(task["positive"])
+    wanted = set(task_label_map(task))
     sheet = sample_sheet()
     return list(sheet.loc[sheet["condition"].isin(wanted), "sample"])
 

@@ -203,6 +203,14 @@ def _table1_section(out, report_inputs, loaded):
         "model on its own test donors stands beside them. In-cell saliency: the share of "
         "the Grad-CAM mass on the cell (see Saliency)."
     ))
+    if any(r.get("test_per_class_recall") for r in rows):
+        section.add(H.paragraph(
+            "A task with more than two classes is predicted by the most probable class; its "
+            "row adds the donor-bootstrap 95 % intervals of balanced accuracy and macro-F1 and "
+            "each class's recall with its interval (replicates lacking a class are left out "
+            "of these), and its ROC AUC is the macro average of one-vs-rest AUCs. The "
+            "confusion matrices are under Test results."
+        ))
     if missing_tasks:
         section.add(H.note(
             f"No metrics.json for task(s) {', '.join(missing_tasks)}: not in the table."

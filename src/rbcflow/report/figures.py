@@ -102,13 +102,13 @@ def confusion_matrices_figure(metrics_by_task: Mapping[str, Mapping]) -> Figure:
         matrix = np.asarray(metrics["test"]["confusion_matrix"], dtype=float)
         shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
         ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-        names = ["+".join(metrics.get("negative") or ["0"]), "+".join(
-            metrics.get("positive") or ["1"])]
+        names = _class_labels(metrics, matrix.shape[0])
         for i in range(matrix.shape[0]):
             for j in range(matrix.shape[1]):
                 ax.text(j, i, f"{int(matrix[i, j])}\n{100 * shares[i, j]:.0f} %",
                         ha="center", va="center",
-                        color="white" if shares[i, j] > 0.6 else "black")
+                        color="white" if shares[i, j] > 0.6 else "black",
+                        **({"fontsize": 7} if len(names) > 2 else {}))
         ax.set_xticks(range(len(names)), names)
         ax.set_yticks(range(len(names)), names)
         ax.set_xlabel("predicted")
@@ -117,6 +117,24 @@ def confusion_matrices_figure(metrics_by_task: Mapping[str, Mapping]) -> Figure:
         ax.spines[:].set_visible(False)
     fig.tight_layout()
     return fig
+
+
+def _class_labels(metrics: Mapping, n_classes: int) -> list[str]:
+    """Axis labels of a confusion matrix: the class names of a task with a class list,
+    the conditions of each side of a two-class one."""
+    if metrics.get("classes"):
+        return [str(c["name"]) for c in metrics["classes"]]
+    if n_classes == 2:
+        return ["+".join(metrics.get("negative") or ["0"]),
+                "+".join(metrics.get("positive") or ["1"])]
+    return [str(k) for k in range(n_classes)]
+
+
+def class_colour(label: int) -> str:
+    """The colour of class ``label``: the two class colours, then matplotlib's cycle."""
+    if label < len(CLASS_COLOURS):
+        return CLASS_COLOURS[label]
+    return plt.rcParams["axes.prop_cycle"].by_key()["color"][label % 10]
 
 
 def roc_curves_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float | None]]) -> Figure:
@@ -276,6 +294,7 @@ def example_clips_figure(
 
 def confounder_figure(clips: pd.DataFrame, tasks: Sequence[Mapping]) -> Figure:
     """Seed 000 Fig. 5 per task: distance from the centre line against distance of flight."""
+    from rbcflow.config import task_classes
     from rbcflow.report.tables import task_labels
 
     rows, columns = _grid(len(tasks))
@@ -285,8 +304,8 @@ def confounder_figure(clips: pd.DataFrame, tasks: Sequence[Mapping]) -> Figure:
         ax.set_visible(False)
     for ax, task in zip(axes.flat, tasks, strict=False):
         labels = task_labels(clips, task)
-        for value, colour, names in ((0, CLASS_COLOURS[0], task["negative"]),
-                                     (1, CLASS_COLOURS[1], task["positive"])):
+        for value, spec in enumerate(task_classes(task)):
+            colour, names = class_colour(value), spec["conditions"]
             subset = clips[labels == value]
             ax.scatter(subset["flight_distance_px"], subset["centerline_distance_um"], s=9,
                        alpha=0.6, color=colour, edgecolors="none",

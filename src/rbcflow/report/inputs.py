@@ -31,7 +31,9 @@ BENCHMARK_COLUMNS = [
     "mean_load", "cpu_time",
 ]
 HISTORY_COLUMNS = ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
-PREDICTION_COLUMNS = ["clip_id", "donor", "split", "label", "p_positive", "predicted"]
+#: Columns every ``predictions.tsv`` has (two-class tasks add ``p_positive``, tasks with
+#: more classes one ``p_<class>`` per class).
+PREDICTION_COLUMNS = ["clip_id", "donor", "split", "label", "predicted"]
 SPLIT_COLUMNS = ["clip_id", "sample", "donor", "session", "focus", "condition", "label", "split"]
 TRACK_SUMMARY_COLUMNS = ["track_id", "entry_frame", "exit_frame", "n_detections", "status"]
 

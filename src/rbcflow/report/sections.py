@@ -175,7 +175,8 @@ def confounder_section(figures, out: Path, all_clips, task_specs):
     if not separability.empty:
         section.add("<h3>How well each variable alone separates the classes</h3>")
         section.add(H.paragraph(
-            "ROC AUC of the variable as a score for the positive class over all clips; "
+            "ROC AUC of the variable as a score for the positive class over all clips (a "
+            "task with more classes: for the class it separates best from the others); "
             "separability = max(AUC, 1 − AUC): 0.5 means no information, 1 a perfect split."
         ))
         wide = separability.pivot(index="task", columns="variable", values="separability")
@@ -343,7 +344,11 @@ def _saliency_captions(metrics: dict) -> list[str]:
     for example in (metrics.get("saliency") or {}).get("examples", []):
         share = example.get("in_cell_share")
         shown = "–" if share is None else f"{100 * share:.0f} %"
-        captions.append(f"label {example['label']}, p={example['p_positive']:.2f}\n"
+        if "p_positive" in example:
+            probability = f"p={example['p_positive']:.2f}"
+        else:  # more than two classes: the predicted class and its probability
+            probability = f"pred. {example['predicted']}, p={example['p_predicted']:.2f}"
+        captions.append(f"label {example['label']}, {probability}\n"
                         f"on cell {shown}")
     return captions
 

@@ -17,13 +17,15 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from rbcflow.config import task_label_map
+
 SPLITS = ("train", "validation", "test")
 PERCENT_DECIMALS = 1
 SCORE_DECIMALS = 3
 
 #: Table 1 columns (exact values, as in table1.json).
 TABLE1_FIELDS = [
-    "task", "model", "negative", "positive",
+    "task", "model", "negative", "positive", "classes",
     "train_accuracy", "validation_accuracy", "test_accuracy",
     "test_balanced_accuracy", "test_macro_f1", "test_roc_auc",
     "test_accuracy_ci95_low", "test_accuracy_ci95_high",
@@ -34,6 +36,9 @@ TABLE1_FIELDS = [
     "test_macro_f1_fold_mean", "test_macro_f1_fold_sd",
     "test_roc_auc_fold_mean", "test_roc_auc_fold_sd",
     "saliency_in_cell_share", "saliency_cell_area_share",
+    # tasks with more than two classes only (None for two-class rows)
+    "test_balanced_accuracy_ci95_low", "test_balanced_accuracy_ci95_high",
+    "test_macro_f1_ci95_low", "test_macro_f1_ci95_high", "test_per_class_recall",
 ]
 #: Fields that are fractions, shown in percent in the CSV and Markdown.
 PERCENT_FIELDS = [
@@ -41,9 +46,11 @@ PERCENT_FIELDS = [
     "test_accuracy_ci95_low", "test_accuracy_ci95_high",
     "test_accuracy_fold_mean", "test_accuracy_fold_sd",
     "saliency_in_cell_share", "saliency_cell_area_share",
+    "test_balanced_accuracy_ci95_low", "test_balanced_accuracy_ci95_high",
 ]
 SCORE_FIELDS = ["test_macro_f1", "test_roc_auc", "test_macro_f1_fold_mean",
-                "test_macro_f1_fold_sd", "test_roc_auc_fold_mean", "test_roc_auc_fold_sd"]
+                "test_macro_f1_fold_sd", "test_roc_auc_fold_mean", "test_roc_auc_fold_sd",
+                "test_macro_f1_ci95_low", "test_macro_f1_ci95_high"]
 COUNT_FIELDS = [f"{split}_{kind}" for kind in ("donors", "clips") for split in SPLITS]
 
 
@@ -86,7 +93,57 @@ def table1_row(metrics: Mapping) -> dict:
     saliency = metrics.get("saliency") or {}
     row["saliency_in_cell_share"] = _number(saliency.get("in_cell_share"))
     row["saliency_cell_area_share"] = _number(saliency.get("cell_area_share"))
+    row.update(_multiclass_fields(metrics))
     return {field: row.get(field) for field in TABLE1_FIELDS}
+
+
+def _interval(values: object) -> tuple[float | None, float | None]:
+    values = list(values or []) + [None, None]
+    return _number(values[0]), _number(values[1])
+
+
+def _multiclass_fields(metrics: Mapping) -> dict:
+    """For a task with a class list, the class names; with more than two classes also the
+    intervals of balanced accuracy and macro-F1, and per class the recall with its
+    interval (``{class: {recall, ci95_low, ci95_high}}``). Nothing for ``negative`` /
+    ``positive`` tasks."""
+    classes = metrics.get("classes") or []
+    if not classes:
+        return {}
+    fields = {"classes": " / ".join(str(c["name"]) for c in classes)}
+    if len(classes) == 2:  # a two-class task written as a class list
+        return fields
+    test = metrics.get("test") or {}
+    for name in ("balanced_accuracy", "macro_f1"):
+        low, high = _interval(test.get(f"{name}_ci95"))
+        fields[f"test_{name}_ci95_low"], fields[f"test_{name}_ci95_high"] = low, high
+    recalls = test.get("per_class_recall") or []
+    intervals = test.get("per_class_recall_ci95") or []
+    per_class = {}
+    for k, spec in enumerate(classes):
+        low, high = _interval(intervals[k] if k < len(intervals) else None)
+        per_class[str(spec["name"])] = {
+            "recall": _number(recalls[k]) if k < len(recalls) else None,
+            "ci95_low": low, "ci95_high": high,
+        }
+    fields["test_per_class_recall"] = per_class
+    return fields
+
+
+def per_class_recall_text(per_class: object) -> str | None:
+    """``native 80.0 (60.0–90.0); DA ...``: recall and 95 % interval in percent."""
+    if not isinstance(per_class, Mapping) or not per_class:
+        return None
+    texts = []
+    for name, v in per_class.items():
+        low, high = (_fmt(_pct(v.get(k)), PERCENT_DECIMALS) for k in ("ci95_low", "ci95_high"))
+        interval = "–" if low == "–" else f"{low}–{high}"
+        texts.append(f"{name} {_fmt(_pct(v.get('recall')), PERCENT_DECIMALS)} ({interval})")
+    return "; ".join(texts)
+
+
+def _pct(value: object) -> float | None:
+    return None if _number(value) is None else round(100.0 * value, PERCENT_DECIMALS)
 
 
 def table1_exact(
@@ -120,6 +177,8 @@ def table1_rounded(rows: Sequence[Mapping]) -> pd.DataFrame:
                 )
             elif field in SCORE_FIELDS:
                 record[field] = None if value is None else round(value, SCORE_DECIMALS)
+            elif field == "test_per_class_recall":
+                record[field] = per_class_recall_text(value)
             else:
                 record[field] = value
         records.append(record)
@@ -151,8 +210,10 @@ def table1_display(rounded: pd.DataFrame) -> pd.DataFrame:
     """Table 1 with the seed paper's headers, as strings (Markdown and HTML)."""
     out = pd.DataFrame()
     out["Task"] = rounded["task"]
-    out["Classes"] = [f"{n} vs {p}" for n, p in zip(rounded["negative"], rounded["positive"],
-                                                  strict=True)]
+    out["Classes"] = [
+        c if isinstance(c, str) and c else f"{n} vs {p}"
+        for n, p, c in zip(rounded["negative"], rounded["positive"], rounded["classes"],
+                           strict=True)]
     out["Training (%)"] = [_fmt(v, PERCENT_DECIMALS) for v in rounded["train_accuracy_pct"]]
     out["Validation (%)"] = [
         _fmt(v, PERCENT_DECIMALS) for v in rounded["validation_accuracy_pct"]
@@ -168,6 +229,11 @@ def table1_display(rounded: pd.DataFrame) -> pd.DataFrame:
     ]
     out["Macro-F1"] = [_fmt(v, SCORE_DECIMALS) for v in rounded["test_macro_f1"]]
     out["ROC AUC"] = [_fmt(v, SCORE_DECIMALS) for v in rounded["test_roc_auc"]]
+    if rounded["test_per_class_recall"].notna().any():  # a task with more than two classes
+        out["Balanced acc. 95 % CI (%)"] = _ci_texts(rounded, "test_balanced_accuracy",
+                                                     "_pct", PERCENT_DECIMALS)
+        out["Macro-F1 95 % CI"] = _ci_texts(rounded, "test_macro_f1", "", SCORE_DECIMALS)
+        out["Per-class recall (%) (95 % CI)"] = rounded["test_per_class_recall"].fillna("–")
     if rounded["test_accuracy_fold_mean_pct"].notna().any():
         for header, name, decimals in (("Test (%)", "test_accuracy", PERCENT_DECIMALS),
                                        ("Macro-F1", "test_macro_f1", SCORE_DECIMALS),
@@ -190,6 +256,15 @@ def table1_display(rounded: pd.DataFrame) -> pd.DataFrame:
     if rounded["model"].nunique() > 1:  # several models per task: name each row's model
         out = out[["Task", "Model", *out.columns.drop(["Task", "Model"])]]
     return out
+
+
+def _ci_texts(rounded: pd.DataFrame, name: str, suffix: str, decimals: int) -> list[str]:
+    """``low–high`` per row; ``–`` where the row has no interval (two-class rows)."""
+    return [
+        "–" if _fmt(lo, decimals) == "–" else f"{_fmt(lo, decimals)}–{_fmt(hi, decimals)}"
+        for lo, hi in zip(rounded[f"{name}_ci95_low{suffix}"],
+                          rounded[f"{name}_ci95_high{suffix}"], strict=True)
+    ]
 
 
 def to_markdown(frame: pd.DataFrame) -> str:
@@ -297,7 +372,8 @@ def confounder_separability(clips: pd.DataFrame, tasks: Sequence[Mapping]) -> pd
     A classifier that could reach high accuracy from the cell's position in the channel
     or its speed alone might be learning those instead of the cells; an AUC near 0.5
     means the variable carries no class information. ``separability`` is
-    ``max(AUC, 1 - AUC)``.
+    ``max(AUC, 1 - AUC)``. For a task with more than two classes the AUC is that of the
+    class the variable separates best from all others (one-vs-rest).
     """
     from sklearn.metrics import roc_auc_score
 
@@ -314,7 +390,11 @@ def confounder_separability(clips: pd.DataFrame, tasks: Sequence[Mapping]) -> pd
             keep = np.isfinite(x)
             if keep.sum() < 2 or len(np.unique(y[keep])) < 2:
                 continue
-            auc = float(roc_auc_score(y[keep], x[keep]))
+            one_vs_rest = [y[keep] == k for k in np.unique(y[keep])]
+            if len(one_vs_rest) == 2:  # two classes: the positive class's AUC
+                one_vs_rest = one_vs_rest[1:]
+            aucs = [float(roc_auc_score(target, x[keep])) for target in one_vs_rest]
+            auc = max(aucs, key=lambda a: max(a, 1.0 - a))
             rows.append({
                 "task": task["name"], "variable": feature, "n_clips": int(keep.sum()),
                 "roc_auc": auc, "separability": max(auc, 1.0 - auc),
@@ -325,9 +405,9 @@ def confounder_separability(clips: pd.DataFrame, tasks: Sequence[Mapping]) -> pd
 
 
 def task_labels(clips: pd.DataFrame, task: Mapping) -> pd.Series:
-    """0 for the task's negative conditions, 1 for positive, NaN for the others."""
-    mapping = {c: 0 for c in task["negative"]} | {c: 1 for c in task["positive"]}
-    return clips["condition"].map(mapping).astype(float)
+    """The label of each clip's condition (its class's index; two-class form: 0 for the
+    negative conditions, 1 for positive), NaN for conditions outside the task."""
+    return clips["condition"].map(task_label_map(task)).astype(float)
 
 
 TEXT_COLUMNS = ("sample", "donor", "condition", "focus", "QC")
