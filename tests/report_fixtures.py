@@ -226,6 +226,7 @@ def _write_recording(paths: dict, row: dict, c_index: int, tracks: pd.DataFrame,
                      summary: pd.DataFrame, params, rng: np.random.Generator) -> pd.DataFrame:
     """A recording's stage outputs: tracks, clips, clip QC, ingest record and QC record."""
     from rbcflow.clips import qc_table
+    from rbcflow.columns import write_tsv
     from rbcflow.qc import judge, qc_limits, recording_record, write_record
     from rbcflow.track import write_tracks
 
@@ -247,7 +248,7 @@ def _write_recording(paths: dict, row: dict, c_index: int, tracks: pd.DataFrame,
     write_clip_file(paths["clips"], clips, table,
                     attrs={"source_sha256": "0" * 64, "sample": sample,
                            "params": params.as_dict(), "pipeline_id": params.pipeline_id})
-    qc_table(summary, {}).to_csv(paths["clips_qc"], sep="\t", index=False)
+    write_tsv(qc_table(summary, {}), paths["clips_qc"])
     record = recording_record(sample, N_FRAMES, len(tracks), summary, len(kept),
                               params.pipeline_id)
     # the verdict as assess_recording gives it; one recording's background is too short

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 import numpy as np
 import pandas as pd
@@ -119,6 +120,36 @@ def test_preprocess_writes_every_file_and_the_stages_write_the_same_bytes(tmp_pa
     assert record["pipeline_id"] == attrs["pipeline_id"]
     stages = run_stages(video, tmp_path / "stages", CONFIG, INFO)
     assert_same_files(tmp_path / "results", tmp_path / "stages", stages)
+
+
+def test_preprocess_command_does_not_import_pandas(tmp_path):
+    """The chain's tables are numpy columns: a preprocessing job does not pay pandas' quarter
+    second of import (issue 15's start-up budget), tracks and clips alike."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    video = tmp_path / "rec.avi"
+    write_synthetic_video(video, n_frames=120)
+    (tmp_path / "cfg.yaml").write_text(json.dumps(CONFIG))
+    script = (
+        "import sys\n"
+        "from rbcflow.cli import app\n"
+        "try:\n"
+        "    app(sys.argv[1:])\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "print(' '.join(sorted(m for m in ('pandas', 'matplotlib', 'tensorflow')\n"
+        "                      if m in sys.modules)) or 'none')\n")
+    done = subprocess.run(
+        [sys.executable, "-c", script, "preprocess", str(video), "--out", str(tmp_path / "res"),
+         "--config", str(tmp_path / "cfg.yaml"), "--um-per-px", "0.5"],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert done.returncode == 0, done.stderr
+    assert len(read_clip_table(tmp_path / "res" / "clips" / "rec.h5")) >= 3  # tracks were cut
+    assert done.stdout.split()[-1] == "none", done.stdout
 
 
 def test_preprocess_command(tmp_path):

@@ -14,8 +14,9 @@ When a change is meant to alter the outputs, regenerate the reference::
 and explain in the commit that changes the JSON which files changed and why (its diff
 shows which); a reference regenerated without a reason protects nothing. The clip files
 record the versions of the packages that shape the results and the tracks file the
-pyarrow and pandas versions, so upgrading the lock file changes those hashes too: the
-reference lists the versions it was made with, and a failure names those that differ.
+pyarrow version (it is written without pandas), so upgrading the lock file changes those
+hashes too: the reference lists the versions it was made with, and a failure names those
+that differ.
 
 The recordings are run from their folder with relative paths (the ingest record holds
 the path it was given), so the bytes depend on nothing but the code, the configuration
@@ -41,12 +42,11 @@ STAGE_FOLDERS = {"ingest", "background", "tracks", "clips", "qc"}
 
 
 def _environment() -> dict[str, str]:
-    import pandas
     import pyarrow
 
     from rbcflow.provenance import package_versions
 
-    return {**package_versions(), "pyarrow": pyarrow.__version__, "pandas": pandas.__version__}
+    return {**package_versions(), "pyarrow": pyarrow.__version__}
 
 
 def _preprocess_all(folder: Path, rows: list[dict], out: Path) -> dict[str, str]:

@@ -80,7 +80,8 @@ def _run_judged(frames, params=None):
         if len(det):
             builder.add(k, ids, det)
             judge.observe(ids, det)
-    return builder.table(), linker, judge.statuses()
+    # the chain's tables are rbcflow.columns.Columns; these tests read them as DataFrames
+    return builder.table().to_pandas(), linker, judge.statuses()
 
 
 def _run(frames, params=None):
@@ -224,7 +225,7 @@ def test_summary_velocity_distance_and_rejections():
     statuses = judge_table(table, linker.collided, params, (W, H))
     assert statuses == online
     summary = summarize_tracks(table, statuses, params.flow_axis, fps=2000, um_per_px=0.5,
-                               centerline=np.full(W, 65.0)).set_index("track_id")
+                               centerline=np.full(W, 65.0)).to_pandas().set_index("track_id")
     main = summary.loc[table.loc[0, "track_id"]]
     assert main["status"] == "kept"
     assert (main["entry_frame"], main["exit_frame"], main["n_detections"]) == (0, 19, 20)

@@ -16,22 +16,24 @@ overlay (the frame's pixels under the foreground mask, 0 elsewhere), resized by
 Clips are cut either while the recording streams (:class:`TrackClipCollector`, used by the
 chain's single pass: the frames a live track may still need are buffered) or in a second
 pass over the recording from its tracks (:func:`cut_clips`, the ``rbcflow clips`` stage).
-Both cut every clip frame with :func:`clip_frame`, so they write the same file.
+Both cut every clip frame with :func:`clip_frame`, so they write the same file. Tables
+here are ``rbcflow.columns.Columns`` (the single pass does not import pandas); those read
+from files (DataFrames) are taken as well.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import cv2
 import numpy as np
-import pandas as pd
 
 from rbcflow.clipstore import CLIP_TABLE_COLUMNS, write_clip_file
+from rbcflow.columns import Columns, write_tsv
 from rbcflow.detect import Blobs, select_blob
 from rbcflow.io.atomic import atomic_path
 from rbcflow.params import ChainParams, ClipParams
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 #: are added (``rbcflow.clipstore.CLIP_TABLE_COLUMNS``).
 CLIP_ROW_COLUMNS = ["track_id", "first_frame", "last_frame", "velocity_mm_s",
                     "centerline_distance_um", "flight_distance_px"]
+_FRAME_COLUMNS = ("track_id", "first_frame", "last_frame")
 #: Frames the single pass keeps for clips of live tracks (about 120 kB each at 800 x 150);
 #: a kept track that needed an older frame is cut by a second pass over the recording.
 MAX_BUFFER_FRAMES = 2000
@@ -261,18 +264,25 @@ class TrackClipCollector:
         self._buffer.clear()
 
 
+def _kept_in_entry_order(summary) -> np.ndarray:
+    """Rows of the summary's kept tracks, in order of entry frame (ties: summary order)."""
+    kept = np.flatnonzero(np.asarray(summary["status"], dtype=object) == KEPT)
+    return kept[np.argsort(np.asarray(summary["entry_frame"])[kept], kind="stable")]
+
+
 def plan_track_clips(
-    table: pd.DataFrame,
-    summary: pd.DataFrame,
+    table,
+    summary,
     view: FieldOfView,
     n_frames: int,
     track_ids: Iterable[int] | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+) -> tuple[Columns, Columns]:
     """Which frames each kept track's clip uses, and where the cell is in each.
 
     Parameters
     ----------
-    table, summary : the recording's tracks table and per-track summary.
+    table, summary : the recording's tracks table and per-track summary
+        (``rbcflow.columns.Columns`` or DataFrames).
     view : the field of view (only detections wholly in view place a clip frame).
     n_frames : frames per clip.
     track_ids : plan only these kept tracks (default: all kept tracks).
@@ -283,48 +293,58 @@ def plan_track_clips(
         ``t``, ``frame``, ``x``, ``y`` (interpolated over missed frames), sorted by frame.
     clips : one row per clip (``CLIP_ROW_COLUMNS``), in order of entry frame.
     """
-    kept = summary[summary["status"] == KEPT].sort_values("entry_frame", kind="stable")
+    summary_ids = np.asarray(summary["track_id"])
+    kept = _kept_in_entry_order(summary)
     if track_ids is not None:
-        kept = kept[kept["track_id"].isin(list(track_ids))]
-    table = table[table["track_id"].isin(kept["track_id"])]
-    table = table[view.inside_mask(table)]
+        kept = kept[np.isin(summary_ids[kept], list(track_ids))]
+    tid = np.asarray(table["track_id"])
+    used = np.isin(tid, summary_ids[kept]) & view.inside_mask(table)
+    tid, frames = tid[used], np.asarray(table["frame"])[used]
+    xs, ys = np.asarray(table["x"])[used], np.asarray(table["y"])[used]
     # one sort for all tracks (by track, then frame), then each track is a slice
-    tid = table["track_id"].to_numpy()
-    order = np.lexsort((table["frame"].to_numpy(), tid))
-    tid = tid[order]
-    frames = table["frame"].to_numpy()[order]
-    xs, ys = table["x"].to_numpy()[order], table["y"].to_numpy()[order]
+    order = np.lexsort((frames, tid))
+    tid, frames, xs, ys = tid[order], frames[order], xs[order], ys[order]
     bounds = np.flatnonzero(tid[1:] != tid[:-1]) + 1
     starts = np.concatenate([[0], bounds]) if tid.size else bounds
     stops = np.concatenate([bounds, [tid.size]]) if tid.size else bounds
     spans = {int(tid[a]): (int(a), int(b)) for a, b in zip(starts, stops, strict=True)}
     plan_parts, rows = [], []
-    for _, track in kept.iterrows():
-        a, b = spans.get(int(track["track_id"]), (0, 0))
+    for k in kept.tolist():
+        a, b = spans.get(int(summary_ids[k]), (0, 0))
         if b - a < 2:
             continue
         f = frames[a:b]
         times = sample_times(int(f[0]), int(f[-1]), n_frames)
         plan_parts.append((np.full(n_frames, len(rows), np.int64), np.arange(n_frames), times,
                            np.interp(times, f, xs[a:b]), np.interp(times, f, ys[a:b])))
-        rows.append(clip_row(track, int(f[0]), int(f[-1])))
+        rows.append(clip_row(summary, k, int(f[0]), int(f[-1])))
     names = ("slot", "t", "frame", "x", "y")
-    plan = (pd.DataFrame({name: np.concatenate([p[k] for p in plan_parts])
-                          for k, name in enumerate(names)})
-            if plan_parts else pd.DataFrame(columns=list(names)))
-    plan = plan.sort_values(["frame", "slot", "t"], kind="stable").reset_index(drop=True)
-    return plan, pd.DataFrame(rows, columns=CLIP_ROW_COLUMNS)
+    if plan_parts:
+        values = [np.concatenate([part[j] for part in plan_parts]) for j in range(len(names))]
+    else:
+        values = [np.zeros(0, np.int64)] * 3 + [np.zeros(0, np.float64)] * 2
+    plan = Columns(dict(zip(names, values, strict=True)))
+    plan = plan.take(np.lexsort((plan["t"], plan["slot"], plan["frame"])))
+    return plan, clip_rows_table(rows)
 
 
-def clip_row(track: Mapping, first_frame: int, last_frame: int) -> dict:
-    """The clip-table row of one kept track (its summary row) cut from these frames."""
-    return {"track_id": int(track["track_id"]), "first_frame": first_frame,
-            "last_frame": last_frame, "velocity_mm_s": float(track["velocity_mm_s"]),
-            "centerline_distance_um": float(track["centerline_distance_um"]),
-            "flight_distance_px": float(track["flight_distance_px"])}
+def clip_row(summary, row: int, first_frame: int, last_frame: int) -> dict:
+    """The clip-table row of the kept track in row ``row`` of the summary, cut from these
+    frames."""
+    figures = {c: float(np.asarray(summary[c])[row])
+               for c in ("velocity_mm_s", "centerline_distance_um", "flight_distance_px")}
+    return {"track_id": int(np.asarray(summary["track_id"])[row]),
+            "first_frame": first_frame, "last_frame": last_frame, **figures}
 
 
-def cut_track_clips(reader, background, segmenter, plan: pd.DataFrame, n_clips: int,
+def clip_rows_table(rows: list[dict]) -> Columns:
+    """The table of clip rows (``CLIP_ROW_COLUMNS``; :func:`clip_row`)."""
+    return Columns({c: np.array([row[c] for row in rows],
+                                dtype=np.int64 if c in _FRAME_COLUMNS else np.float64)
+                    for c in CLIP_ROW_COLUMNS})
+
+
+def cut_track_clips(reader, background, segmenter, plan: Columns, n_clips: int,
                     params: ClipParams) -> np.ndarray:
     """Cut planned clips in one pass over ``reader``; returns (N, T, S, S) uint8.
 
@@ -332,11 +352,9 @@ def cut_track_clips(reader, background, segmenter, plan: pd.DataFrame, n_clips: 
     """
     size, n_t = params.size_px, params.n_frames
     out = np.zeros((n_clips, n_t, size, size), dtype=np.uint8)
-    if plan.empty:
+    if not len(plan):
         return out
-    frames = plan["frame"].to_numpy()
-    slots, ts = plan["slot"].to_numpy(), plan["t"].to_numpy()
-    xs, ys = plan["x"].to_numpy(), plan["y"].to_numpy()
+    frames, slots, ts, xs, ys = (plan[name] for name in ("frame", "slot", "t", "x", "y"))
     pos, cut = 0, 0
     background_u8: dict[int, np.ndarray] = {}
     for index, frame in reader.frames(int(frames[0]), int(frames[-1]) + 1,
@@ -390,9 +408,9 @@ class FrameClipCollector:
         return np.stack([self.overlays[i] for i in self.wanted])
 
 
-def frame_mode_output(clip: np.ndarray | None, summary: pd.DataFrame, params: ClipParams,
+def frame_mode_output(clip: np.ndarray | None, summary, params: ClipParams,
                       extra: dict[str, int], frame_size: tuple[int, int]
-                      ) -> tuple[np.ndarray, pd.DataFrame]:
+                      ) -> tuple[np.ndarray, Columns]:
     """The clips array and clip rows of ``frame`` mode (none when the video is too short).
 
     The clip's ``track_id`` is the one kept track seen in the frame window, or -1 when
@@ -400,49 +418,52 @@ def frame_mode_output(clip: np.ndarray | None, summary: pd.DataFrame, params: Cl
     tracks in the window, NaN when none).
     """
     start, stop = params.frame_start, params.frame_stop - 1
-    kept = summary[(summary["status"] == KEPT) & (summary["entry_frame"] <= stop)
-                   & (summary["exit_frame"] >= start)]
-    row = {"track_id": int(kept["track_id"].iloc[0]) if len(kept) == 1 else -1,
-           "first_frame": start, "last_frame": stop}
+    kept = ((np.asarray(summary["status"], dtype=object) == KEPT)
+            & (np.asarray(summary["entry_frame"]) <= stop)
+            & (np.asarray(summary["exit_frame"]) >= start))
+    row = {"track_id": int(np.asarray(summary["track_id"])[kept][0]) if kept.sum() == 1
+           else -1, "first_frame": start, "last_frame": stop}
     for column in ("velocity_mm_s", "centerline_distance_um", "flight_distance_px"):
-        row[column] = float(kept[column].mean()) if len(kept) else float("nan")
-    rows = pd.DataFrame([row], columns=CLIP_ROW_COLUMNS)
+        # np.mean: the sum and division pandas' Series.mean does
+        row[column] = (float(np.mean(np.asarray(summary[column], dtype=np.float64)[kept]))
+                       if kept.any() else float("nan"))
     if clip is not None:
-        return clip[None], rows
+        return clip[None], clip_rows_table([row])
     extra["video_too_short"] = 1
     scale = params.frame_scale
     clips = np.zeros((0, len(params.frame_numbers), max(1, round(frame_size[1] * scale)),
                       max(1, round(frame_size[0] * scale))), dtype=np.uint8)
-    return clips, rows.iloc[:0]
+    return clips, clip_rows_table([])
 
 
-def track_mode_output(summary: pd.DataFrame, clips: Mapping[int, tuple[np.ndarray, int, int]],
-                      params: ClipParams) -> tuple[np.ndarray, pd.DataFrame]:
+def track_mode_output(summary, clips: Mapping[int, tuple[np.ndarray, int, int]],
+                      params: ClipParams) -> tuple[np.ndarray, Columns]:
     """The clips array and clip rows of ``track`` mode, in order of entry frame."""
-    kept = summary[summary["status"] == KEPT].sort_values("entry_frame", kind="stable")
     arrays, rows = [], []
-    for _, track in kept.iterrows():
-        tid = int(track["track_id"])
+    track_ids = np.asarray(summary["track_id"])
+    for k in _kept_in_entry_order(summary).tolist():
+        tid = int(track_ids[k])
         if tid in clips:
             clip, first, last = clips[tid]
             arrays.append(clip)
-            rows.append(clip_row(track, first, last))
+            rows.append(clip_row(summary, k, first, last))
     out = (np.stack(arrays) if arrays else
            np.zeros((0, params.n_frames, params.size_px, params.size_px), dtype=np.uint8))
-    return out, pd.DataFrame(rows, columns=CLIP_ROW_COLUMNS)
+    return out, clip_rows_table(rows)
 
 
-def qc_table(summary: pd.DataFrame, extra: Mapping[str, int]) -> pd.DataFrame:
+def qc_table(summary, extra: Mapping[str, int]) -> Columns:
     """Tracks per rejection reason, extra reasons, and ``kept`` (the tracks clipped)."""
-    counts = summary["status"].value_counts() if len(summary) else pd.Series(dtype=int)
-    rows = [{"reason": r, "count": int(counts.get(r, 0))} for r in REJECTION_REASONS]
-    rows += [{"reason": r, "count": int(c)} for r, c in extra.items()]
-    rows.append({"reason": KEPT, "count": int(counts.get(KEPT, 0))})
-    return pd.DataFrame(rows, columns=["reason", "count"])
+    counts = Counter(np.asarray(summary["status"], dtype=object).tolist())
+    rows = [(r, counts[r]) for r in REJECTION_REASONS]
+    rows += [(r, int(c)) for r, c in extra.items()]
+    rows.append((KEPT, counts[KEPT]))
+    return Columns({"reason": np.array([r for r, _ in rows], dtype=object),
+                    "count": np.array([c for _, c in rows], dtype=np.int64)})
 
 
 def write_clip_outputs(out_h5: str | Path, out_qc_tsv: str | Path, clips: np.ndarray,
-                       clip_rows: pd.DataFrame, qc: pd.DataFrame,
+                       clip_rows: Columns, qc: Columns,
                        sample_info: Mapping[str, object], params: ChainParams,
                        source_sha256: str) -> int:
     """Write the clip file and the QC table of one recording; returns the clip count."""
@@ -453,28 +474,21 @@ def write_clip_outputs(out_h5: str | Path, out_qc_tsv: str | Path, clips: np.nda
     write_clip_file(out_h5, clips, table, attrs=attrs, compression=params.clips.compression,
                     clip_shape=tuple(clips.shape[1:]))
     with atomic_path(out_qc_tsv) as tmp:
-        qc.to_csv(tmp, sep="\t", index=False)
+        write_tsv(qc, tmp)
     log.info("%s: %d clips (%s)", sample, len(table),
              ", ".join(f"{r} {c}" for r, c in zip(qc["reason"], qc["count"], strict=True)))
     return len(table)
 
 
-def _clip_table(rows: pd.DataFrame, info: Mapping[str, object], sample: str) -> pd.DataFrame:
-    table = pd.DataFrame({
-        "clip_id": [f"{sample}/{int(t)}" for t in rows["track_id"]],
-        "sample": sample,
-        "donor": str(info.get("donor", "")),
-        "condition": str(info.get("condition", "")),
-        "focus": str(info.get("focus", "")),
-        "session": str(info.get("session", "")),
-        "track_id": rows["track_id"].to_numpy(dtype=np.int64),
-        "first_frame": rows["first_frame"].to_numpy(dtype=np.int64),
-        "last_frame": rows["last_frame"].to_numpy(dtype=np.int64),
-        "velocity_mm_s": rows["velocity_mm_s"].to_numpy(dtype=np.float64),
-        "centerline_distance_um": rows["centerline_distance_um"].to_numpy(dtype=np.float64),
-        "flight_distance_px": rows["flight_distance_px"].to_numpy(dtype=np.float64),
-    })
-    return table[list(CLIP_TABLE_COLUMNS)]
+def _clip_table(rows: Columns, info: Mapping[str, object], sample: str) -> Columns:
+    """The clip file's table (``CLIP_TABLE_COLUMNS``): the clip rows and the sample's own
+    columns."""
+    n = len(rows)
+    own = {"clip_id": [f"{sample}/{int(t)}" for t in rows["track_id"]], "sample": [sample] * n,
+           **{key: [str(info.get(key, ""))] * n
+              for key in ("donor", "condition", "focus", "session")}}
+    return Columns({c: np.array(own[c], dtype=object) if c in own else rows[c]
+                    for c in CLIP_TABLE_COLUMNS})
 
 
 def cut_clips(

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import pandas as pd
 
 from rbcflow.io.atomic import write_bytes_atomic
 from rbcflow.provenance import PREPROCESSING_PACKAGES, stable_provenance
@@ -42,7 +41,7 @@ class ClipFileError(ValueError):
 def write_clip_file(
     path: str | Path,
     clips: np.ndarray,
-    table: pd.DataFrame,
+    table,
     attrs: Mapping[str, object] | None = None,
     compression: str = "none",
     clip_shape: tuple[int, int, int] | None = None,
@@ -52,7 +51,8 @@ def write_clip_file(
     Parameters
     ----------
     clips : (N, T, H, W) uint8 array (N may be 0; then give ``clip_shape``).
-    table : one row per clip with at least the columns of ``CLIP_TABLE_COLUMNS``.
+    table : one row per clip with at least the columns of ``CLIP_TABLE_COLUMNS``
+        (``rbcflow.columns.Columns`` or a DataFrame).
     attrs : extra provenance; JSON-encoded when not a scalar or string.
     compression : ``none``, ``lzf`` or ``gzip``.
     """
@@ -82,7 +82,7 @@ def write_clip_file(
     return path
 
 
-def _fill_clip_file(h5, clips: np.ndarray, table: pd.DataFrame,
+def _fill_clip_file(h5, clips: np.ndarray, table,
                     attrs: Mapping[str, object] | None, compression: str) -> None:
     """The datasets and attributes of a clip file (layout in the module docstring)."""
     chunks = (1, *clips.shape[1:]) if clips.shape[0] > 0 else None
@@ -91,7 +91,7 @@ def _fill_clip_file(h5, clips: np.ndarray, table: pd.DataFrame,
     )
     group = h5.create_group("table")
     for column in table.columns:
-        values = table[column].to_numpy()
+        values = np.asarray(table[column])
         if column in _STRING_COLUMNS or values.dtype == object:
             data = np.array([str(v) for v in values], dtype=object)
             group.create_dataset(column, data=data, dtype=h5py.string_dtype("utf-8"))
@@ -102,8 +102,10 @@ def _fill_clip_file(h5, clips: np.ndarray, table: pd.DataFrame,
         h5.attrs[key] = value if isinstance(value, str | int | float) else json.dumps(value)
 
 
-def read_clip_table(path: str | Path) -> pd.DataFrame:
+def read_clip_table(path: str | Path):
     """The clip table of a clip file as a DataFrame (row i describes ``clips[i]``)."""
+    import pandas as pd
+
     with h5py.File(path, "r") as h5:
         if "table" not in h5:
             raise ClipFileError(f"{path}: no clip table (group 'table')")

@@ -14,6 +14,10 @@ Tracking and clip cutting share one pass over the video (:func:`track_and_cut`):
 frames a live track may still need are buffered, and a kept track's clip is cut when the
 track ends. The per-stage commands (``rbcflow ingest``, ``background``, ``track``,
 ``clips``) call the same stage functions one at a time and write the same files.
+
+The chain does not import pandas (its tables are ``rbcflow.columns.Columns``), nor scipy
+unless a frame needs the linker's assignment: a job on a short recording starts that much
+sooner.
 """
 
 from __future__ import annotations
@@ -166,8 +170,9 @@ def _second_pass(video_path, background, params: ChainParams, table, summary, vi
     with open_video(video_path) as reader:
         arrays = cut_track_clips(reader, background, BandSegmenter(background, params.detect),
                                  plan, len(rows), params.clips)
-    return {int(row.track_id): (arrays[k], int(row.first_frame), int(row.last_frame))
-            for k, row in enumerate(rows.itertuples())}
+    return {int(tid): (arrays[k], int(first), int(last))
+            for k, (tid, first, last) in enumerate(zip(rows["track_id"], rows["first_frame"],
+                                                       rows["last_frame"], strict=True))}
 
 
 def track_and_cut(

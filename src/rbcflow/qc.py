@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
@@ -129,8 +130,9 @@ def write_background_qc(video_path: str | Path, model: BackgroundModel, params: 
 def recording_record(sample: str, n_frames: int, n_detections: int, summary,
                      n_clips: int, pipeline_id: str, extra: Mapping[str, object] | None = None
                      ) -> dict:
-    """The QC record of one recording (JSON-ready)."""
-    statuses = summary["status"].value_counts().to_dict() if len(summary) else {}
+    """The QC record of one recording (JSON-ready); ``summary``: the track summary
+    (``rbcflow.columns.Columns`` or a DataFrame)."""
+    statuses = Counter(np.asarray(summary["status"], dtype=object).tolist())
     return {"sample": sample, "n_frames": int(n_frames), "n_detections": int(n_detections),
             "tracks": {str(k): int(v) for k, v in sorted(statuses.items())},
             "n_clips": int(n_clips), "pipeline_id": pipeline_id, **dict(extra or {})}
@@ -225,15 +227,16 @@ def track_figures(table, summary, n_frames: int, expected_area_px: float) -> dic
     """Figures of the detections and tracks: per frame, kept, too short, blob sizes.
 
     ``table`` is the tracks table (one row per detection, ``track_id`` and ``area_px``),
-    ``summary`` the track summary (``track_id``, ``status``).
+    ``summary`` the track summary (``track_id``, ``status``); each a
+    ``rbcflow.columns.Columns`` or a DataFrame.
     """
     n_detections = int(len(table))
-    status = dict(zip(summary["track_id"], summary["status"], strict=True)) if len(summary) \
-        else {}
-    kept_ids = {t for t, s in status.items() if s == "kept"}
-    in_kept = int(table["track_id"].isin(kept_ids).sum()) if n_detections else 0
+    status = dict(zip(np.asarray(summary["track_id"]).tolist(),
+                      np.asarray(summary["status"], dtype=object).tolist(), strict=True))
+    kept_ids = [t for t, s in status.items() if s == "kept"]
+    in_kept = int(np.isin(np.asarray(table["track_id"]), kept_ids).sum())
     n_tracks = len(status)
-    areas = table["area_px"].to_numpy(dtype=np.float64) if n_detections else np.zeros(0)
+    areas = np.asarray(table["area_px"], dtype=np.float64)
     median_area = float(np.median(areas)) if len(areas) else None
     return {
         "detections_per_frame": n_detections / n_frames if n_frames else 0.0,

@@ -9,11 +9,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 
 
 def estimate_centerline(
-    table: pd.DataFrame,
+    table,
     frame_size: tuple[int, int],
     flow_direction: str = "+x",
     bin_px: int = 8,
@@ -24,7 +23,8 @@ def estimate_centerline(
 
     Parameters
     ----------
-    table : detections (``x``, ``y``, ``bbox_*``).
+    table : detections (``x``, ``y``, ``bbox_*``): ``rbcflow.columns.Columns`` or a
+        DataFrame.
     frame_size : (width, height).
     flow_direction : the flow axis is x for ``+x``/``-x``/``any``, y for ``+y``/``-y``.
     bin_px : width of the bins along the flow.
@@ -53,9 +53,9 @@ def estimate_centerline(
     n_bins = max(1, math.ceil(length / bin_px))
     centres = np.full(n_bins, np.nan)
     if len(table):
-        along = table[along_col].to_numpy(dtype=np.float64)
-        lo = table[lat_box].to_numpy(dtype=np.float64)
-        hi = lo + table[lat_size].to_numpy(dtype=np.float64)
+        along = np.asarray(table[along_col], dtype=np.float64)
+        lo = np.asarray(table[lat_box], dtype=np.float64)
+        hi = lo + np.asarray(table[lat_size], dtype=np.float64)
         b = np.clip((along // bin_px).astype(np.int64), 0, n_bins - 1)
         count = np.bincount(b, minlength=n_bins)
         full = count >= min_per_bin

@@ -134,13 +134,17 @@ class TrackJudge:
 
 def judge_table(table, collided: Mapping[int, bool], params: TrackParams,
                 frame_size: tuple[int, int]) -> dict[int, str]:
-    """Verdicts of a whole tracks table (rows in frame order), as the streaming pass gives."""
+    """Verdicts of a whole tracks table (rows in frame order), as the streaming pass gives.
+
+    ``table``: ``rbcflow.columns.Columns`` or a DataFrame.
+    """
     from rbcflow.detect import DETECTION_DTYPE
 
     judge = TrackJudge(params, frame_size, collided)
-    linked = table[table["track_id"] >= 0]
-    detections = np.zeros(len(linked), dtype=DETECTION_DTYPE)
+    track_ids = np.asarray(table["track_id"], dtype=np.int64)
+    linked = track_ids >= 0
+    detections = np.zeros(int(linked.sum()), dtype=DETECTION_DTYPE)
     for name in _BOX_FIELDS:
-        detections[name] = linked[name].to_numpy(dtype=np.float64)
-    judge.observe(linked["track_id"].to_numpy(dtype=np.int64), detections)
+        detections[name] = np.asarray(table[name], dtype=np.float64)[linked]
+    judge.observe(track_ids[linked], detections)
     return judge.statuses()

@@ -3,7 +3,8 @@
 :class:`TrackingPass` is the per-frame core shared by ``rbcflow track`` (tracks only) and
 the chain's single pass (``rbcflow.preprocess``, tracks and clips): segment, link, judge,
 tabulate. :meth:`TrackingPass.finish` estimates the centre line, summarises every track
-with the judge's verdict and writes the two track files.
+with the judge's verdict and writes the two track files. Tables are
+``rbcflow.columns.Columns``: this pass does not import pandas.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import pandas as pd
 
+from rbcflow.columns import Columns
 from rbcflow.params import ChainParams
 from rbcflow.track.centerline import estimate_centerline
 from rbcflow.track.judge import TrackJudge
@@ -57,7 +58,7 @@ class TrackingPass:
 
     def finish(self, background_image: np.ndarray, out_parquet: str | Path,
                out_summary_tsv: str | Path, meta: dict | None = None,
-               source: str | Path = "") -> tuple[pd.DataFrame, pd.DataFrame]:
+               source: str | Path = "") -> tuple[Columns, Columns]:
         """Summarise every track and write the tracks table and summary; returns both."""
         params = self.params
         table = self.builder.table()
@@ -81,7 +82,7 @@ def track_video(
     out_summary_tsv: str | Path,
     params: ChainParams,
     progress: bool = False,
-) -> pd.DataFrame:
+):
     """Detect and track every cell of a recording in one streaming pass.
 
     Parameters
@@ -95,7 +96,8 @@ def track_video(
 
     Returns
     -------
-    The per-track summary.
+    The per-track summary, a pandas DataFrame (as :func:`rbcflow.track.read_summary`
+    reads it back).
     """
     from rbcflow.background import load_background
     from rbcflow.io.video import open_video
@@ -114,5 +116,6 @@ def track_video(
                           desc=f"track {Path(video_path).name}")
         for index, frame in frames:
             tracking.add(index, segmenter.blobs(frame, index).detections)
-    return tracking.finish(background.image_at(0), out_parquet, out_summary_tsv,
-                           source=video_path)[1]
+    summary = tracking.finish(background.image_at(0), out_parquet, out_summary_tsv,
+                              source=video_path)[1]
+    return summary.to_pandas()

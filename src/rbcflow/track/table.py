@@ -1,4 +1,8 @@
-"""The tracks table: built while a recording streams, written as parquet, read back."""
+"""The tracks table: built while a recording streams, written as parquet, read back.
+
+It is built and written as ``rbcflow.columns.Columns`` (the chain's single pass does not
+import pandas); the readers return pandas DataFrames.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
+from rbcflow.columns import Columns, write_tsv
 from rbcflow.detect import DETECTION_COLUMNS, DETECTION_DTYPE
 from rbcflow.io.atomic import atomic_path
 
@@ -55,7 +59,7 @@ class TableBuilder:
                                  values.view(DETECTION_DTYPE)))
             self._frames, self._counts, self._ids, self._detections = [], [], [], []
 
-    def table(self) -> pd.DataFrame:
+    def table(self) -> Columns:
         """The tracks table (``TRACK_TABLE_COLUMNS``) of everything added so far."""
         self._flush()
         if self._blocks:
@@ -64,31 +68,57 @@ class TableBuilder:
         else:
             frames, ids = np.zeros(0, np.int64), np.zeros(0, np.int64)
             detections = np.zeros(0, dtype=DETECTION_DTYPE)
-        table = pd.DataFrame({name: detections[name] for name in DETECTION_COLUMNS})
-        table.insert(0, "track_id", ids)
-        table.insert(0, "frame", frames)
-        return table
+        # each field on its own (a record array's fields are strided views of its rows)
+        return Columns({"frame": frames, "track_id": ids,
+                        **{name: np.ascontiguousarray(detections[name])
+                           for name in DETECTION_COLUMNS}})
 
 
-def write_tracks(table: pd.DataFrame, summary: pd.DataFrame, out_parquet: str | Path,
-                 out_summary_tsv: str | Path, meta: Mapping[str, object]) -> None:
-    """Write the tracks table (parquet, with ``meta`` as JSON metadata) and the summary."""
+def write_tracks(table, summary, out_parquet: str | Path, out_summary_tsv: str | Path,
+                 meta: Mapping[str, object]) -> None:
+    """Write the tracks table (parquet, with ``meta`` as JSON metadata) and the summary.
+
+    ``table`` and ``summary`` are ``rbcflow.columns.Columns`` or DataFrames. The parquet
+    schema holds the columns of ``TRACK_TABLE_COLUMNS`` and the ``rbcflow`` metadata only
+    (no pandas index or metadata: :func:`read_tracks` gives the default index either way).
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    arrow = pa.Table.from_pandas(table[list(TRACK_TABLE_COLUMNS)], preserve_index=False)
-    arrow = arrow.replace_schema_metadata(
-        {**(arrow.schema.metadata or {}),
-         b"rbcflow": json.dumps(dict(meta), sort_keys=True).encode()})
+    arrow = pa.Table.from_arrays(
+        [_arrow_column(pa, table[name], name) for name in TRACK_TABLE_COLUMNS],
+        names=list(TRACK_TABLE_COLUMNS),
+        metadata={b"rbcflow": json.dumps(dict(meta), sort_keys=True).encode()})
     with atomic_path(out_parquet) as tmp:
         pq.write_table(arrow, tmp)
     with atomic_path(out_summary_tsv) as tmp:
         # shortest repr that reads back exactly: the clip stage reads these numbers again
-        summary.to_csv(tmp, sep="\t", index=False)
+        write_tsv(summary, tmp)
 
 
-def read_tracks(path: str | Path) -> tuple[pd.DataFrame, dict]:
-    """Tracks table and its metadata (frame size, parameters) from a parquet file."""
+#: The tracks table's column types: frame and track id integers, the detection's fields floats.
+_COLUMN_TYPES = {"frame": np.int64, "track_id": np.int64}
+
+
+def _arrow_column(pa, values, name: str):
+    """One column of the tracks table as an Arrow array made from its numpy buffer.
+
+    ``pa.array`` would do the same, but its first call imports pandas (to check for
+    pandas objects), a quarter second of every preprocessing job's start-up.
+    """
+    kind = np.dtype(_COLUMN_TYPES.get(name, np.float64))
+    values = np.asarray(values)
+    if not np.can_cast(values.dtype, kind, "safe"):
+        raise TypeError(f"tracks table column {name!r} has type {values.dtype}, "
+                        f"expected {kind} (or a type that converts to it exactly)")
+    values = np.ascontiguousarray(values, dtype=kind)
+    return pa.Array.from_buffers(pa.from_numpy_dtype(kind), len(values),
+                                 [None, pa.py_buffer(values)])
+
+
+def read_tracks(path: str | Path):
+    """Tracks table (a DataFrame) and its metadata (frame size, parameters) from a
+    parquet file."""
     import pyarrow.parquet as pq
 
     try:
@@ -103,6 +133,8 @@ def read_tracks(path: str | Path) -> tuple[pd.DataFrame, dict]:
     return table, meta
 
 
-def read_summary(path: str | Path) -> pd.DataFrame:
-    """The per-track summary TSV."""
+def read_summary(path: str | Path):
+    """The per-track summary TSV, as a DataFrame."""
+    import pandas as pd
+
     return pd.read_csv(path, sep="\t")
