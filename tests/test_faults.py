@@ -455,7 +455,8 @@ def workflow_project(tiny_recordings, tmp_path_factory) -> tuple[Path, dict[str,
 
 
 def _interrupt(project: Path, sig: int) -> subprocess.CompletedProcess:
-    """Start ``preprocess_all``; once its last job runs, send ``sig`` to the whole run."""
+    """Start ``preprocess_all``; once its last job has started, send ``sig`` to the whole
+    run."""
     shutil.rmtree(project / "results", ignore_errors=True)
     shutil.rmtree(project / "logs", ignore_errors=True)
     run = subprocess.Popen([str(BIN / "snakemake"), "--cores", "1", "preprocess_all"],
@@ -466,8 +467,9 @@ def _interrupt(project: Path, sig: int) -> subprocess.CompletedProcess:
     while time.monotonic() < deadline and run.poll() is None:
         if len(list(logs.glob("*.log"))) == 3:
             break
-        time.sleep(0.05)
-    time.sleep(0.5)  # inside the last job's chain
+        time.sleep(0.02)
+    # at once: the last job has started, and a job on a tiny recording is over in well
+    # under a second (waiting would race its end)
     assert run.poll() is None, "the run ended before it could be interrupted"
     os.killpg(run.pid, sig)
     stdout, stderr = run.communicate(timeout=300)
