@@ -7,6 +7,7 @@ seed 000, Fig. 5: where a cell flows should not tell the classes apart).
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -108,25 +109,29 @@ def _centerline_from_background(image: np.ndarray, axis: int, bin_px: int, n_bin
         img = img.T
     grad = np.abs(np.diff(img, axis=0))
     centres = np.full(n_bins, np.nan)
-    for k in range(n_bins):
-        col = grad[:, k * bin_px : (k + 1) * bin_px].mean(axis=1)
-        if col.size == 0:
-            continue
+    n_rows = grad.shape[0]
+    if n_rows == 0:
+        return centres
+    # one column of mean gradients per bin (a bin past the image's end is all NaN and
+    # finds no channel)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the mean of an empty bin
+        cols = np.stack([grad[:, k * bin_px:(k + 1) * bin_px].mean(axis=1)
+                         for k in range(n_bins)], axis=1)
         # rows with a significant lateral gradient are walls; the channel is the longest
         # quiet run between them, preferring runs that do not touch the image edge
-        med = np.median(col)
-        mad = 1.4826 * np.median(np.abs(col - med)) + 1e-9
-        quiet = np.append(col < med + 6 * mad, False)
-        runs, start = [], None
-        for i, q in enumerate(quiet):
-            if q and start is None:
-                start = i
-            elif not q and start is not None:
-                runs.append((start, i))
-                start = None
-        if not runs:
+        med = np.median(cols, axis=0)
+        mad = 1.4826 * np.median(np.abs(cols - med), axis=0) + 1e-9
+        quiet = cols < med + 6 * mad
+    edges = np.diff(np.pad(quiet, ((1, 1), (0, 0))).astype(np.int8), axis=0)
+    for k in range(n_bins):
+        starts = np.flatnonzero(edges[:, k] == 1)  # a run is rows [start, stop)
+        if not starts.size:
             continue
-        inner = [r for r in runs if r[0] > 0 and r[1] < col.size] or runs
-        lo, hi = max(inner, key=lambda r: r[1] - r[0])
-        centres[k] = 0.5 * (lo + hi)
+        stops = np.flatnonzero(edges[:, k] == -1)
+        inner = (starts > 0) & (stops < n_rows)
+        if inner.any():
+            starts, stops = starts[inner], stops[inner]
+        longest = int(np.argmax(stops - starts))  # the first of the longest
+        centres[k] = 0.5 * (starts[longest] + stops[longest])
     return centres
