@@ -25,6 +25,8 @@ rule split_task:
         audit=f"{RESULTS}/splits/{{task}}_audit.json",
     log:
         f"{LOGS}/split_task/{{task}}.log",
+    # with its training's priority: the split is what the training waits for
+    priority: task_priority
     conda:
         "../../envs/rbcflow.yaml"
     threads: 1
@@ -57,6 +59,8 @@ rule train_model:
         runtime=f"{LOGS}/train_model/{{task}}.runtime.json",
     benchmark:
         f"{LOGS}/benchmarks/train_model/{{task}}.tsv"
+    # largest task first (task_priority in common.smk)
+    priority: task_priority
     conda:
         "../../envs/rbcflow.yaml"
     threads: 1

@@ -36,6 +36,9 @@ rule evaluate_tracking:
         f"{LOGS}/evaluate_tracking/{{batch}}.log",
     benchmark:
         f"{LOGS}/benchmarks/evaluate_tracking/{{batch}}.tsv"
+    # only the report waits for these: they fill a core left idle (the last batches,
+    # the last training) instead of delaying the splits and trainings
+    priority: -1
     conda:
         "../../envs/rbcflow.yaml"
     threads: 1
