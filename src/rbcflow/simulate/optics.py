@@ -142,20 +142,22 @@ def cell_patch(
         # Seen edge-on the disc is a rod of uniform thickness and looks darker.
         thick = (1 - edge_on) * thick + edge_on * 1.4 * np.sqrt(np.clip(1 - rho * rho, 0, 1))
     inside = (rho < 1.0).astype(np.float64)
-    texture = (
-        inside
-        * look.wrinkle
-        * (
-            portable.cos(3.0 * (theta - membrane) + 6.0 * rho + look.texture_seed)
-            + 0.6 * portable.cos(5.0 * (theta - membrane) - 4.0 * rho + 2.0 * look.texture_seed)
-        )
-    )
+    # The portable functions are evaluated once on the stacked arguments rather than
+    # once per term: elementwise, so the same bits, with a third of NumPy's per-call
+    # cost, which dominates on a patch of a few hundred pixels.
+    wave, wave2 = portable.cos(np.stack([
+        3.0 * (theta - membrane) + 6.0 * rho + look.texture_seed,
+        5.0 * (theta - membrane) - 4.0 * rho + 2.0 * look.texture_seed,
+    ]))  # fmt: skip
+    texture = inside * look.wrinkle * (wave + 0.6 * wave2)
     edge_width = 1.1 / min(a, b) * max(1.0, 0.6 * optics.blur_px)
-    ring = portable.exp(-(((rho - 1.0) / edge_width) ** 2))
     halo_shift = 2.2 * edge_width
-    halo = portable.exp(-(((rho - 1.0 - halo_shift) / edge_width) ** 2)) - portable.exp(
-        -(((rho - 1.0 + halo_shift) / edge_width) ** 2)
-    )
+    ring, halo_out, halo_in = portable.exp(np.stack([
+        -(((rho - 1.0) / edge_width) ** 2),
+        -(((rho - 1.0 - halo_shift) / edge_width) ** 2),
+        -(((rho - 1.0 + halo_shift) / edge_width) ** 2),
+    ]))  # fmt: skip
+    halo = halo_out - halo_in
     defocus = optics.defocus_um
     delta = (
         -look.absorption * thick

@@ -103,6 +103,10 @@ def composite(
             continue
         sub = delta[fy0 - y0 : fy1 - y0, fx0 - x0 : fx1 - x0]
         frame[fy0:fy1, fx0:fx1] *= 1.0 + sub
-    frame += rng.standard_normal(frame.shape, dtype=np.float32) * np.float32(noise_sigma)
+    # in place (the same float32 operations): a frame is 120k pixels, and a new array per
+    # step cost as much as the arithmetic
+    noise = rng.standard_normal(frame.shape, dtype=np.float32)
+    noise *= np.float32(noise_sigma)
+    frame += noise
     np.clip(frame, 0, 255, out=frame)
-    return np.rint(frame).astype(np.uint8)
+    return np.rint(frame, out=frame).astype(np.uint8)
