@@ -77,7 +77,7 @@ class Channel:
         was a fifth of the rendering time. The same IEEE operations in the same order
         (``%`` is ``np.mod``, ``min``/``max`` are ``np.clip``), so the same bits."""
         if self.name == "zigzag":
-            triangle = abs(1.0 - 2.0 * ((x / self.period_um) % 1.0))
+            triangle = _triangle_at(x / self.period_um)
             return self.narrow_um + (self.wide_um - self.narrow_um) * triangle
         start, length, taper = self.passage_start_um, self.passage_length_um, self.taper_um
         wide = self.wide_um
@@ -97,8 +97,7 @@ class Channel:
         mid = 0.5 * self.fov_um[1]
         if isinstance(x_um, float):  # one position: Python floats, as in _width_at
             if self.name == "zigzag":
-                triangle = abs(1.0 - 2.0 * ((x_um / self.period_um + 0.25) % 1.0))
-                return mid + self.meander_um * (2 * triangle - 1)
+                return mid + self.meander_um * (2 * _triangle_at(x_um / self.period_um + 0.25) - 1)
             return mid
         x = np.asarray(x_um, dtype=float)
         if self.name == "zigzag":
@@ -129,6 +128,11 @@ def _triangle(phase: np.ndarray) -> np.ndarray:
     """Triangle wave in [0, 1] with period 1; 1 at integer phase (widest section)."""
     frac = np.mod(phase, 1.0)
     return np.abs(1.0 - 2.0 * frac)
+
+
+def _triangle_at(phase: float) -> float:
+    """:func:`_triangle` of one phase in Python floats (``%`` is ``np.mod``: the same bits)."""
+    return abs(1.0 - 2.0 * (phase % 1.0))
 
 
 def zigzag_channel() -> Channel:
