@@ -109,6 +109,20 @@ def test_second_repro_does_nothing(project):
     assert "up to date" in status.stdout
 
 
+def test_bytecode_caches_do_not_make_code_dependencies_stale(project):
+    # Python writes these beside the modules on import, unless PYTHONDONTWRITEBYTECODE is
+    # set (as on some machines, which would hide the problem)
+    cache = project / "src" / "rbcflow" / "track" / "__pycache__"
+    cache.mkdir(exist_ok=True)
+    pyc = cache / "stream.cpython-311.pyc"
+    pyc.write_bytes(b"bytecode")
+    try:
+        status = run(["dvc", "status"], project)
+        assert "up to date" in status.stdout, status.stdout
+    finally:
+        pyc.unlink()
+
+
 def test_every_file_the_run_wrote_is_declared_by_snakemake_and_dvc(project):
     """results/ holds only declared outputs (of a rule and of a DVC stage); job logs and
     benchmarks, the run-specific files, live in logs/ and are Snakemake's log and benchmark
