@@ -265,3 +265,33 @@ def test_truncated_avi_stops_and_reports(tmp_path):
         assert 0 < len(got) < 20
         assert reader.problems and f"frame {len(got)}" in reader.problems[0]
         assert str(cut) in reader.problems[0]
+
+
+def _threads_now() -> int:
+    import os
+
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self/task"),
+                    reason="counts threads through /proc")
+def test_ffmpeg_decodes_with_opencvs_thread_count(tmp_path):
+    """A job limited to one thread decodes with one: FFmpeg starts no thread of its own;
+    with more threads allowed the same frames come back."""
+    frames = _frames()
+    path = _write_video(tmp_path / "m.avi", frames, "MJPG")
+    before = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(1)
+        with open_video(path) as reader:
+            baseline = _threads_now()
+            stream = reader.frames()
+            one = [next(stream)[1]]
+            during = _threads_now()
+            one += [f for _, f in stream]
+        assert during == baseline, "FFmpeg started decoding threads beyond the job's one"
+        cv2.setNumThreads(4)
+        _, four = _read_all(path)
+    finally:
+        cv2.setNumThreads(before)
+    assert len(one) == N and all(np.array_equal(a, b) for a, b in zip(one, four, strict=True))
