@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import cv2
 import numpy as np
 import pytest
@@ -268,12 +270,10 @@ def test_truncated_avi_stops_and_reports(tmp_path):
 
 
 def _threads_now() -> int:
-    import os
-
     return len(os.listdir("/proc/self/task"))
 
 
-@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self/task"),
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"),
                     reason="counts threads through /proc")
 def test_ffmpeg_decodes_with_opencvs_thread_count(tmp_path):
     """A job limited to one thread decodes with one: FFmpeg starts no thread of its own;
